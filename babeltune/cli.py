@@ -1,0 +1,78 @@
+"""The `babeltune` command. Each stage registers its subcommands from its own small `cli` module,
+which imports nothing heavy: torch and transformers load only when a command runs."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from babeltune import __version__
+
+# (module, in the order shown by --help). A stage whose module is absent is simply not offered.
+STAGE_CLIS: tuple[str, ...] = (
+    "babeltune.data.cli",
+    "babeltune.models.cli",
+    "babeltune.train.cli",
+    "babeltune.generate.cli",
+    "babeltune.evaluate.cli",
+    "babeltune.lens.cli",
+    "babeltune.experiments.cli",
+    "babeltune.report.cli",
+    "babeltune.demo",
+)
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="babeltune",
+        description="Make and measure LLMs that follow instructions in many languages.",
+    )
+    parser.add_argument("--version", action="version", version=f"babeltune {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in STAGE_CLIS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue  # that stage is not part of this installation
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except CLIError as exc:
+        print(f"babeltune {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        if args.verbose:
+            raise
+        print(f"babeltune {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Typed configuration: dataclasses are the schema, YAML files map onto them one to one.
+
+Every option is declared once, as a dataclass field with a docstring and validation in
+`__post_init__`. `load_config(Cls, "run.yaml", ["train.lr=1e-4", "seed=3"])` reads the YAML,
+applies `key.sub=value` overrides (values parsed as YAML scalars or lists), and builds the dataclass,
+checking every key and type. An unknown key or a value of the wrong type is an error that names the
+key and the file, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key that does not fit its schema."""
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split 'train.lr=1e-4' into (['train', 'lr'], 1e-4); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. train.lr=1e-4)")
+    key, raw = text.split("=", 1)
+    path = [part for part in key.strip().split(".") if part]
+    if not path:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from exc
+    if isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool)):
+        return path, value
+    # YAML reads 1e-4 as a string (it wants 1.0e-4); accept plain numbers as numbers.
+    if isinstance(value, str):
+        try:
+            return path, float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            pass
+    return path, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of `data` with every `key.sub=value` override applied."""
+    result: dict[str, Any] = _deep_copy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = result
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in data.items()}
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; an empty file is an empty mapping."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    return data
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Build `cls` from a YAML file (optional) plus `key=value` overrides."""
+    data = read_yaml(path) if path is not None else {}
+    data = apply_overrides(data, overrides or [])
+    return from_dict(cls, data, where=str(path) if path else "overrides")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config", prefix: str = "") -> T:
+    """Build dataclass `cls` from a mapping, checking keys and converting values to field types."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {prefix or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(prefix + k for k in unknown)}; "
+            f"known keys{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(fields))}"
+        )
+    kwargs = {name: _convert(data[name], hints[name], where, prefix + name) for name in data}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or cls.__name__}: {exc}") from exc
+
+
+def _convert(value: Any, hint: Any, where: str, key: str) -> Any:
+    origin = get_origin(hint)
+    args = get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {key}: {value!r} fits none of {hint}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {key} must be one of {list(args)}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: {key} must be a list, got {value!r}")
+        item_type = args[0] if args else Any
+        items = [_convert(v, item_type, where, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {key} must be a mapping, got {value!r}")
+        vtype = args[1] if len(args) == 2 else Any
+        return {str(k): _convert(v, vtype, where, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return from_dict(hint, value, where, prefix=f"{key}.")
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: {key} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: {key} must be a string, got {value!r}")
+    if hint is Path:
+        if isinstance(value, str | Path):
+            return Path(value)
+        raise ConfigError(f"{where}: {key} must be a path, got {value!r}")
+    return value
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A plain, YAML-safe mapping of a config dataclass (paths as strings, tuples as lists)."""
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        raise TypeError(f"{obj!r} is not a dataclass instance")
+    return typing.cast(dict[str, Any], _plain(dataclasses.asdict(obj)))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def dump_yaml(obj: Any, path: str | Path) -> None:
+    """Write a config dataclass (or mapping) as YAML."""
+    data = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")

@@ -1,0 +1,23 @@
+"""Data: the chat record, readers for every supported source, and study A's mixture recipes."""
+
+from babeltune.data.mixtures import Mixture, MixtureError, MixtureSpec, build_mixture, language_counts
+from babeltune.data.readers import LoadReport, LoadResult, bundled_path, load_records, read_records
+from babeltune.data.records import ChatRecord, Message, RecordError, record_from_dict, write_jsonl
+
+__all__ = [
+    "ChatRecord",
+    "LoadReport",
+    "LoadResult",
+    "Message",
+    "Mixture",
+    "MixtureError",
+    "MixtureSpec",
+    "RecordError",
+    "build_mixture",
+    "bundled_path",
+    "language_counts",
+    "load_records",
+    "read_records",
+    "record_from_dict",
+    "write_jsonl",
+]

@@ -1,0 +1,112 @@
+"""`babeltune data build | validate | stats`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("data", help="build study A mixtures, validate and summarise data sources")
+    data_sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+
+    build = data_sub.add_parser("build", help="build a language mixture (study A) from a parallel source")
+    build.add_argument("--source", required=True, help="bundled:train, a .jsonl file/folder, or hf:NAME_OR_PATH")
+    build.add_argument("--recipe", required=True, choices=["monolingual", "pinch", "uniform", "languages"])
+    build.add_argument("--languages", default="", help="comma-separated language pool, e.g. en,es,fi "
+                       "(default: every language of the source)")
+    build.add_argument("--budget", type=int, required=True, help="exact number of examples in the mixture")
+    build.add_argument("--lang", help="monolingual: the language; pinch: the base language (default en)")
+    pinch = build.add_mutually_exclusive_group()
+    pinch.add_argument("--pinch-count", type=int, help="pinch: multilingual examples over the other languages "
+                       "(default 40)")
+    pinch.add_argument("--pinch-percent", type=float, help="pinch: P%% of the budget over all languages")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--eval-languages", default=None, help="languages evaluated later: the summary lists "
+                       "which of them are unseen in tuning")
+    build.add_argument("--out", required=True, help="output FILE.jsonl (FILE.summary.json is written beside)")
+    _add_read_options(build)
+    build.set_defaults(func=cmd_build)
+
+    validate = data_sub.add_parser("validate", help="check every record of a source; report rejects per reason")
+    validate.add_argument("source")
+    _add_read_options(validate)
+    validate.set_defaults(func=cmd_validate)
+
+    stats = data_sub.add_parser("stats", help="records per language and split, prompt/response lengths")
+    stats.add_argument("source")
+    _add_read_options(stats)
+    stats.set_defaults(func=cmd_stats)
+
+
+def _add_read_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="count and report invalid rows instead of stopping at the first")
+    parser.add_argument("--source-lang", dest="source_lang", default=None,
+                        help="language of rows that carry no 'lang' column")
+    parser.add_argument("--hf-split", default="train", help="split of a hf: source")
+    parser.add_argument("--hf-config", default=None, help="config (subset) of a hf: source")
+
+
+def _load(args: argparse.Namespace, source: str) -> Any:
+    from babeltune.data.readers import load_records
+
+    return load_records(
+        source, on_invalid="skip" if args.skip_invalid else "error", lang=args.source_lang,
+        hf_split=args.hf_split, hf_config=args.hf_config,
+    )
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from babeltune.data.mixtures import MixtureSpec, build_mixture
+    from babeltune.data.records import write_jsonl
+    from babeltune.languages import parse_language_list
+
+    spec = MixtureSpec(
+        recipe=args.recipe, budget=args.budget, languages=parse_language_list(args.languages),
+        lang=args.lang, pinch_count=args.pinch_count, pinch_percent=args.pinch_percent, seed=args.seed,
+        eval_languages=parse_language_list(args.eval_languages) if args.eval_languages else None,
+    )
+    loaded = _load(args, args.source)
+    mixture = build_mixture(loaded.records, spec, source_name=args.source)
+    out = Path(args.out)
+    write_jsonl(mixture.records, out)
+    summary = {**mixture.summary, "source_read": loaded.report.to_dict()}
+    summary_path = out.with_name(out.name.removesuffix(".jsonl") + ".summary.json")
+    summary_path.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(loaded.report.summary())
+    counts = ", ".join(f"{lang}={n}" for lang, n in mixture.summary["per_language"].items())
+    print(f"{args.recipe}: {len(mixture.records)} examples ({counts}) -> {out}")
+    print(f"summary -> {summary_path}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    loaded = _load(args, args.source)
+    report = loaded.report
+    print(report.summary())
+    for kind, examples in sorted(report.examples.items()):
+        for example in examples:
+            print(f"  [{kind}] {example}")
+    return 1 if report.rejected else 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    loaded = _load(args, args.source)
+    records = loaded.records
+    per_lang = Counter(r.lang for r in records)
+    splits = Counter(str(r.meta.get("split", "-")) for r in records)
+    print(loaded.report.summary())
+    print(f"{len(records)} records, {len({r.pid for r in records})} prompts (pids)")
+    print("splits: " + ", ".join(f"{k}={v}" for k, v in sorted(splits.items())))
+    print(f"{'lang':<6}{'records':>8}{'prompt chars':>14}{'response chars':>16}")
+    for lang, n in sorted(per_lang.items()):
+        mine = [r for r in records if r.lang == lang]
+        p = sum(len(r.prompt) for r in mine) / n
+        resp = [len(r.response) for r in mine if r.response]
+        avg_resp = f"{sum(resp) / len(resp):.0f}" if resp else "-"
+        print(f"{lang:<6}{n:>8}{p:>14.0f}{avg_resp:>16}")
+    return 0
