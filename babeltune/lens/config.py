@@ -1,0 +1,87 @@
+"""Typed configs of the lens commands (YAML files map onto them; `key=value` overrides on the CLI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from babeltune.languages import parse_language_list
+
+SteerMode = Literal["add", "project"]
+
+
+@dataclass
+class ProbeConfig:
+    """`babeltune lens probe`: find each layer's language subspace from prompts in several languages."""
+
+    model: str = "gemma-3-270m"
+    """Model alias, local folder or hub id."""
+    data: list[str] = field(default_factory=list)
+    """babeltune data sources (bundled:train, a .jsonl file or folder, hf:...); their prompts are probed."""
+    text: list[str] = field(default_factory=list)
+    """Plain text files, one sentence per line: PATH=LANG, PATH named by a language code, or a folder of such."""
+    parallel_text: bool = False
+    """Line n of every text file is the same sentence (FLORES): held-out splits and retrieval use that."""
+    languages: list[str] = field(default_factory=list)
+    """Languages to probe (default: every language found)."""
+    central: str = "en"
+    """The central language the directions are measured from (study C: English)."""
+    per_language: int = 300
+    """At most this many prompts per language for the means (and again for the held-out part)."""
+    min_per_language: int = 20
+    """Fewer prompts than this for a language's mean is an error: the mean would not be stable."""
+    holdout: float = 0.2
+    """Fraction of prompts (whole parallel groups) held out for the diagnostics; 0 skips them."""
+    rank: int | None = None
+    """Dimension of the language-specific subspace (default: number of languages - 1)."""
+    pool: Literal["last", "mean"] = "last"
+    """The last prompt token's state (study C), or the mean over the prompt's tokens."""
+    max_prompt_tokens: int = 64
+    """Prompts are cut to this many tokens (template included; study C: 64)."""
+    template: Literal["auto", "gemma", "tokenizer", "none"] = "auto"
+    """Chat template wrapping each prompt; 'none' probes the raw text."""
+    batch_size: int = 16
+    padding_side: Literal["left", "right"] = "left"
+    seed: int = 0
+    dtype: str = "float32"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.languages = parse_language_list(self.languages)
+        self.central = parse_language_list([self.central])[0]
+        if self.languages and self.central not in self.languages:
+            raise ValueError(f"central language {self.central!r} must be one of languages {self.languages}")
+        if not 0 <= self.holdout < 1:
+            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
+        if self.min_per_language < 1 or self.per_language < self.min_per_language:
+            raise ValueError(f"need 1 <= min_per_language <= per_language, got {self.min_per_language} and "
+                             f"{self.per_language}")
+        if self.rank is not None and self.rank < 1:
+            raise ValueError(f"rank must be >= 1, got {self.rank}")
+        if self.max_prompt_tokens < 4 or self.batch_size < 1:
+            raise ValueError("max_prompt_tokens must be >= 4 and batch_size >= 1")
+
+
+@dataclass
+class SteerConfig:
+    """Steering at inference: edit the states of chosen layers while the model runs."""
+
+    subspace: str = ""
+    """Folder (or .safetensors file) written by `babeltune lens probe`."""
+    mode: SteerMode = "add"
+    """add: h + coefficient * direction(lang); project: h - coefficient * P_s h (remove the
+    language-specific part; negative values amplify it)."""
+    coefficient: float = 1.0
+    """Scale of the edit; 0 leaves the model exactly as it is."""
+    layers: list[int] = field(default_factory=lambda: [-1])
+    """Layers whose states are edited (negative counts from the top)."""
+    lang: str | None = None
+    """add mode: the language to steer toward (default: each prompt's own language)."""
+    allow_other_model: bool = False
+    """Use a subspace whose model fingerprint differs from the model's (shapes must still match)."""
+
+    def __post_init__(self) -> None:
+        if self.lang is not None:
+            self.lang = parse_language_list([self.lang])[0]
+        if not self.layers:
+            raise ValueError("layers must list at least one layer")
