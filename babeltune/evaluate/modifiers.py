@@ -1,0 +1,253 @@
+"""Modifier checks (study B, IFEval-style): one small pure function per kind of instruction.
+
+A record's `meta["modifier"]` names the instruction its prompt carries, e.g. `{"kind": "list_items",
+"n": 4}`. Kinds and their fields:
+
+| kind | fields | passes when |
+|---|---|---|
+| answer_language | lang | the response is identified as `lang` |
+| html_page | | it starts with `<!DOCTYPE html>` or `<html>`, has `<body>...</body>`, ends with `</html>` |
+| markdown_headings | min_headings (2) | at least that many `#`..`######` heading lines (outside code blocks) |
+| list_items | n | exactly n lines start with `- `, `* `, `• `, `1.` or `1)` |
+| max_words | n, unit (words/chars) | at most n words (chars for languages written without spaces) |
+| all_caps | | no lower-case letter, and some upper-case ones; only for cased scripts |
+| arrows | | at least 2 non-empty lines, each starting with an arrow (→ -> ⇒ ➜ ➔) |
+
+Every check returns a `CheckResult`: passed True/False with the reason, or None when the check does
+not apply (capitals in a script without case) or cannot be decided (language of a 3-word answer).
+An empty response fails every check.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from babeltune.languages import LANGUAGES, get_language, normalize_code
+
+ARROWS: tuple[str, ...] = ("→", "->", "⇒", "➜", "➔")
+_LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+\S")
+_HEADING = re.compile(r"^#{1,6}\s+\S")
+_FENCE = re.compile(r"^\s*```")
+
+Unit = Literal["words", "chars"]
+
+
+@dataclass(frozen=True)
+class ModifierSpec:
+    """A validated modifier: its kind and the fields that kind uses."""
+
+    kind: str
+    lang: str | None = None
+    """answer_language: the language asked for."""
+    n: int | None = None
+    """list_items: exact count; max_words: the limit."""
+    unit: Unit | None = None
+    """max_words: 'words' or 'chars' (None: chars for languages without spaces, else words)."""
+    min_headings: int = 2
+    """markdown_headings: fewest headings that pass."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.lang is not None:
+            out["lang"] = self.lang
+        if self.n is not None:
+            out["n"] = self.n
+        if self.unit is not None:
+            out["unit"] = self.unit
+        if self.kind == "markdown_headings":
+            out["min_headings"] = self.min_headings
+        return out
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The verdict of one check."""
+
+    kind: str
+    passed: bool | None
+    """True/False; None when the check does not apply or cannot be decided."""
+    reason: str
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """What a check may know besides the response: the prompt's language and the identified language."""
+
+    lang: str
+    """Language of the prompt (the language the response is expected in, unless told otherwise)."""
+    detected: str | None = None
+    """Language identified for the response (None: undetermined)."""
+    undetermined_reason: str = ""
+
+
+_FIELDS: dict[str, dict[str, bool]] = {
+    # kind -> {field: required}
+    "answer_language": {"lang": True},
+    "html_page": {},
+    "markdown_headings": {"min_headings": False},
+    "list_items": {"n": True},
+    "max_words": {"n": True, "unit": False},
+    "all_caps": {},
+    "arrows": {},
+}
+MODIFIER_KINDS: tuple[str, ...] = tuple(_FIELDS)
+
+
+def parse_modifier(raw: Any) -> ModifierSpec:
+    """Validate a modifier spec (a mapping as stored in meta.modifier); ValueError says what is wrong."""
+    if isinstance(raw, ModifierSpec):
+        return raw
+    if not isinstance(raw, dict):
+        raise ValueError(f"a modifier must be an object with a 'kind', got {raw!r}")
+    kind = raw.get("kind")
+    if kind not in _FIELDS:
+        raise ValueError(f"unknown modifier kind {kind!r}; known kinds: {', '.join(MODIFIER_KINDS)}")
+    fields = _FIELDS[kind]
+    extra = sorted(set(raw) - {"kind"} - set(fields))
+    if extra:
+        raise ValueError(f"modifier {kind}: unknown field(s) {extra}; it takes {sorted(fields) or 'no fields'}")
+    for name, required in fields.items():
+        if required and name not in raw:
+            raise ValueError(f"modifier {kind}: field {name!r} is required")
+    lang = None
+    if "lang" in raw:
+        lang = normalize_code(str(raw["lang"]))
+        if lang is None:
+            raise ValueError(f"modifier {kind}: unknown language code {raw['lang']!r}")
+    for name in ("n", "min_headings"):
+        if name in raw and (not isinstance(raw[name], int) or isinstance(raw[name], bool) or raw[name] < 1):
+            raise ValueError(f"modifier {kind}: field {name!r} must be a positive integer, got {raw[name]!r}")
+    unit = raw.get("unit")
+    if unit not in (None, "words", "chars"):
+        raise ValueError(f"modifier {kind}: unit must be 'words' or 'chars', got {unit!r}")
+    return ModifierSpec(kind=kind, lang=lang, n=raw.get("n"), unit=unit, min_headings=raw.get("min_headings", 2))
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+
+def nonempty_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def plain_text(text: str) -> str:
+    """The text a reader counts: markup and list/heading/arrow markers removed."""
+    text = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", text, flags=re.S | re.I)
+    text = re.sub(r"<[^>]+>", " ", text)
+    text = html.unescape(text)
+    text = re.sub(r"^[#>\-*•→⇒➜➔\d.)\s]+", "", text, flags=re.M)
+    return text.replace("->", " ")
+
+
+def count_length(text: str, unit: Unit) -> int:
+    """Words (whitespace-separated) or characters (letters and digits: no spaces, no punctuation)."""
+    plain = plain_text(text)
+    if unit == "chars":
+        return len(re.sub(r"\s|\W", "", plain))
+    return len(plain.split())
+
+
+def length_unit(lang: str) -> Unit:
+    """How length is measured in a language: words, or characters where words are not spaced."""
+    language = LANGUAGES.get(lang)
+    return "chars" if language is not None and not language.spaces else "words"
+
+
+# --- the checks (pure: response + spec + context -> CheckResult) -------------------------------------
+
+
+def check_answer_language(spec: ModifierSpec, response: str, ctx: CheckContext) -> CheckResult:
+    want = spec.lang or ""
+    if ctx.detected is None:
+        return CheckResult(spec.kind, None, f"language undetermined ({ctx.undetermined_reason or 'no text'})")
+    if ctx.detected == want:
+        return CheckResult(spec.kind, True, f"answered in {want}")
+    return CheckResult(spec.kind, False, f"answered in {ctx.detected}, asked for {want}")
+
+
+def check_html_page(spec: ModifierSpec, response: str, ctx: CheckContext) -> CheckResult:
+    low = response.strip().lower()
+    if not low.startswith(("<!doctype html", "<html")):
+        return CheckResult(spec.kind, False, "does not start with <!DOCTYPE html> or <html>")
+    if not low.endswith("</html>"):
+        return CheckResult(spec.kind, False, "does not end with </html>")
+    if "<body" not in low or "</body>" not in low:
+        return CheckResult(spec.kind, False, "has no <body>...</body>")
+    return CheckResult(spec.kind, True, "a complete HTML page")
+
+
+def check_markdown_headings(spec: ModifierSpec, response: str, ctx: CheckContext) -> CheckResult:
+    headings, in_code = 0, False
+    for line in response.splitlines():
+        if _FENCE.match(line):
+            in_code = not in_code
+        elif not in_code and _HEADING.match(line):
+            headings += 1
+    ok = headings >= spec.min_headings
+    return CheckResult(spec.kind, ok, f"{headings} markdown heading(s), at least {spec.min_headings} asked")
+
+
+def check_list_items(spec: ModifierSpec, response: str, ctx: CheckContext) -> CheckResult:
+    items = sum(1 for line in nonempty_lines(response) if _LIST_ITEM.match(line))
+    return CheckResult(spec.kind, items == spec.n, f"{items} list item(s), exactly {spec.n} asked")
+
+
+def check_max_words(spec: ModifierSpec, response: str, ctx: CheckContext) -> CheckResult:
+    unit: Unit = spec.unit or length_unit(ctx.lang)
+    count = count_length(response, unit)
+    limit = spec.n or 0
+    return CheckResult(spec.kind, count <= limit, f"{count} {unit}, at most {limit} asked")
+
+
+def check_all_caps(spec: ModifierSpec, response: str, ctx: CheckContext) -> CheckResult:
+    language = get_language(ctx.lang)
+    if not language.cased:
+        return CheckResult(spec.kind, None, f"not applicable: {language.name} script has no capitals")
+    lower = [ch for ch in response if ch.islower()]
+    upper = sum(1 for ch in response if ch.isupper())
+    if lower:
+        return CheckResult(spec.kind, False, f"{len(lower)} lower-case letter(s), e.g. {''.join(lower[:5])!r}")
+    if upper == 0:
+        return CheckResult(spec.kind, False, "no capital letters at all")
+    return CheckResult(spec.kind, True, f"all {upper} cased letters are capitals")
+
+
+def check_arrows(spec: ModifierSpec, response: str, ctx: CheckContext) -> CheckResult:
+    lines = nonempty_lines(response)
+    arrowed = sum(1 for line in lines if line.lstrip().startswith(ARROWS))
+    if len(lines) < 2:
+        return CheckResult(spec.kind, False, f"{len(lines)} non-empty line(s); at least 2 arrow lines asked")
+    ok = arrowed == len(lines)
+    return CheckResult(spec.kind, ok, f"{arrowed} of {len(lines)} non-empty lines start with an arrow")
+
+
+CHECKS: dict[str, Callable[[ModifierSpec, str, CheckContext], CheckResult]] = {
+    "answer_language": check_answer_language,
+    "html_page": check_html_page,
+    "markdown_headings": check_markdown_headings,
+    "list_items": check_list_items,
+    "max_words": check_max_words,
+    "all_caps": check_all_caps,
+    "arrows": check_arrows,
+}
+
+
+def check_modifier(spec: ModifierSpec | dict[str, Any], response: str, ctx: CheckContext) -> CheckResult:
+    """Run the check for `spec`'s kind; an empty response fails every check."""
+    spec = parse_modifier(spec)
+    if not response.strip():
+        return CheckResult(spec.kind, False, "empty response")
+    return CHECKS[spec.kind](spec, response, ctx)
+
+
+def expected_language(lang: str, spec: ModifierSpec | dict[str, Any] | None) -> str:
+    """The language a response should be in: the one an answer_language modifier asks for, else the
+    prompt's."""
+    if spec is None:
+        return lang
+    parsed = parse_modifier(spec)
+    return parsed.lang if parsed.kind == "answer_language" and parsed.lang else lang

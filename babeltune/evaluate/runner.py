@@ -1,0 +1,132 @@
+"""`evaluate(generations, out_dir)`: score every response, aggregate, write the tables, return them.
+
+Writes into `out_dir`: `responses.jsonl` (one scored row per response), `metrics.csv` and
+`metrics.json` (the tidy metrics table), `table.txt` (the printed tables) and `run.json` /
+`config.yaml` (config, seed, versions, fingerprint of the generation file).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from babeltune.evaluate.langid import LangIdThresholds, get_identifier
+from babeltune.evaluate.metrics import OVERALL, MetricRow, ScoredResponse, compute_metrics, metric_value
+from babeltune.evaluate.scoring import score_row
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How `babeltune eval` scores and aggregates."""
+
+    identifier: str = "py3langid"
+    """Language identifier (see babeltune.evaluate.register_identifier)."""
+    langid: LangIdThresholds = field(default_factory=LangIdThresholds)
+    bootstrap: int = 1000
+    """Bootstrap resamples per confidence interval (0 = no intervals)."""
+    confidence: float = 0.95
+    seed: int = 0
+    """Seed of the bootstrap."""
+
+    def __post_init__(self) -> None:
+        if self.bootstrap < 0:
+            raise ValueError(f"bootstrap must be >= 0, got {self.bootstrap}")
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
+
+
+@dataclass
+class EvalResult:
+    """Scored responses and the tidy metrics table."""
+
+    responses: list[ScoredResponse]
+    metrics: list[MetricRow]
+    source: str = ""
+
+    def value(self, metric: str, scope: str = OVERALL, kind: str = "") -> float | None:
+        """A metric's value (None when it was not computed, e.g. no modifier of that kind)."""
+        row = metric_value(self.metrics, metric, scope, kind)
+        return row.value if row is not None else None
+
+    def row(self, metric: str, scope: str = OVERALL, kind: str = "") -> MetricRow | None:
+        return metric_value(self.metrics, metric, scope, kind)
+
+    def table(self) -> str:
+        from babeltune.evaluate.table import format_tables
+
+        return format_tables(self.metrics)
+
+
+def score_generations(rows: list[dict[str, Any]], config: EvalConfig | None = None,
+                      source: str = "") -> list[ScoredResponse]:
+    cfg = config or EvalConfig()
+    identifier = get_identifier(cfg.identifier)
+    return [score_row(row, identifier, cfg.langid, where=f"{source}:{row.get('_line', '?')}") for row in rows]
+
+
+def evaluate(generations: str | Path, out_dir: str | Path | None = None, config: EvalConfig | None = None
+             ) -> EvalResult:
+    """Score a generation file and aggregate; with `out_dir`, write every table there."""
+    from babeltune.generate.runner import read_generations
+
+    cfg = config or EvalConfig()
+    path = Path(generations)
+    rows = read_generations(path)
+    if not rows:
+        raise ValueError(f"{path}: no generations to evaluate")
+    responses = score_generations(rows, cfg, str(path))
+    metrics = compute_metrics(responses, n_boot=cfg.bootstrap, confidence=cfg.confidence, seed=cfg.seed)
+    result = EvalResult(responses, metrics, str(path))
+    invalid = sum(r.modifier_invalid for r in responses)
+    if invalid:
+        log.warning("%d response(s) carry an invalid modifier spec; they are counted as modifier_invalid, "
+                    "not scored", invalid)
+    if out_dir is not None:
+        write_outputs(result, Path(out_dir), cfg, path, rows)
+    return result
+
+
+def write_outputs(result: EvalResult, out: Path, cfg: EvalConfig, source: Path, rows: list[dict[str, Any]]) -> None:
+    from babeltune.runinfo import write_run_info
+
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "responses.jsonl").open("w", encoding="utf-8") as fh:
+        for scored in result.responses:
+            fh.write(json.dumps(scored.to_dict(), ensure_ascii=False) + "\n")
+    fields = list(MetricRow.__dataclass_fields__)
+    with (out / "metrics.csv").open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for row in result.metrics:
+            writer.writerow({k: _csv_value(v) for k, v in row.to_dict().items()})
+    models = Counter(json.dumps(r.get("model"), sort_keys=True) for r in rows)
+    summary = {
+        "generations": str(source),
+        "models": [json.loads(m) for m in models],
+        "settings": rows[0].get("settings"),
+        "metrics": [_json_safe(row.to_dict()) for row in result.metrics],
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "table.txt").write_text(result.table() + "\n", encoding="utf-8")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    write_run_info(out, config=cfg, seed=cfg.seed,
+                   data={"generations": {"path": str(source), "sha256": digest, "rows": len(rows)}})
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else round(value, 6)
+    return value
+
+
+def _json_safe(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}

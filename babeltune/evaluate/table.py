@@ -1,0 +1,75 @@
+"""Readable tables of the tidy metrics: language fidelity per language, modifier pass rates per kind."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from babeltune.evaluate.metrics import OVERALL, MetricRow
+
+_FIDELITY: tuple[tuple[str, str, bool], ...] = (
+    # (metric, header, is a rate)
+    ("failed_rate", "failed", True),
+    ("correct_language_rate", "right language", True),
+    ("undetermined_rate", "undetermined", True),
+    ("code_switching_rate", "code-switching", True),
+    ("truncated_rate", "truncated", True),
+    ("response_length", "length", False),
+    ("response_tokens", "tokens", False),
+)
+
+
+def _cell(row: MetricRow | None, rate: bool) -> str:
+    if row is None:
+        return "-"
+    scale = 100.0 if rate else 1.0
+    digits = 1 if rate or row.value < 10 else 0
+    value = f"{row.value * scale:.{digits}f}"
+    if math.isnan(row.ci_low) or row.n < 2:
+        return value
+    low, high = row.ci_low * scale, row.ci_high * scale
+    digits = 0 if rate or high >= 10 else 1
+    return f"{value} [{low:.{digits}f}-{high:.{digits}f}]"
+
+
+def _render(headers: list[str], body: list[list[str]]) -> str:
+    widths = [max(len(headers[i]), *(len(r[i]) for r in body)) for i in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        pairs = enumerate(zip(cells, widths, strict=True))
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs)
+
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in body)])
+
+
+def format_tables(rows: Sequence[MetricRow]) -> str:
+    """Two text tables (rates in %, 95% CI in brackets): fidelity, then modifiers (if any)."""
+    index = {(r.scope, r.metric, r.kind): r for r in rows}
+    scopes = [*dict.fromkeys(r.scope for r in rows if r.scope != OVERALL), OVERALL]
+    headers = ["language", "n", *(h for _, h, _ in _FIDELITY)]
+    body = []
+    for scope in scopes:
+        n = index.get((scope, "responses", ""))
+        line = [scope, str(n.n) if n else "0"]
+        for metric, _, rate in _FIDELITY:
+            cell = _cell(index.get((scope, metric, "")), rate)
+            if metric == "response_length" and (scope, metric, "") in index:
+                cell += " " + ("ch" if index[(scope, metric, "")].unit == "chars" else "w")
+            line.append(cell)
+        body.append(line)
+    text = "Language fidelity (rates in %, [95% CI])\n" + _render(headers, body)
+    kinds = sorted({r.kind for r in rows if r.metric == "modifier_pass_rate" and r.kind != "all"})
+    if kinds:
+        headers = ["language", *kinds, "all"]
+        body = []
+        for scope in scopes:
+            line = [scope]
+            for kind in [*kinds, "all"]:
+                row = index.get((scope, "modifier_pass_rate", kind))
+                line.append(f"{_cell(row, True)} n={row.n}" if row else "-")
+            body.append(line)
+        text += "\n\nModifier pass rate (%, [95% CI], n = decided checks)\n" + _render(headers, body)
+    invalid = [r for r in rows if r.metric == "modifier_invalid" and r.scope == OVERALL]
+    if invalid:
+        text += f"\n\n{invalid[0].n} response(s) with an invalid modifier spec were not scored."
+    return text

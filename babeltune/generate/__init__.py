@@ -1,0 +1,41 @@
+"""Generation: backends (a local model, any OpenAI-compatible endpoint), the batched decoding engine,
+the resumable runner whose output file is also its cache, and `babeltune serve`."""
+
+from babeltune.generate.backends import FinishReason, GenerationBackend, GenerationRequest, GenerationResult
+from babeltune.generate.config import GenerateConfig, LocalConfig, ServeConfig
+from babeltune.generate.decoding import GeneratedIds, generate_token_ids
+from babeltune.generate.endpoint import EndpointBackend, EndpointConfig, EndpointError
+from babeltune.generate.local import LocalBackend
+from babeltune.generate.runner import (
+    GenerationFileError,
+    GenerationSummary,
+    generate,
+    generation_key,
+    read_generations,
+    run_generation,
+)
+from babeltune.generate.settings import DecodingSettings, item_seed
+
+__all__ = [
+    "DecodingSettings",
+    "EndpointBackend",
+    "EndpointConfig",
+    "EndpointError",
+    "FinishReason",
+    "GenerateConfig",
+    "GeneratedIds",
+    "GenerationBackend",
+    "GenerationFileError",
+    "GenerationRequest",
+    "GenerationResult",
+    "GenerationSummary",
+    "LocalBackend",
+    "LocalConfig",
+    "ServeConfig",
+    "generate",
+    "generate_token_ids",
+    "generation_key",
+    "item_seed",
+    "read_generations",
+    "run_generation",
+]

@@ -1,0 +1,81 @@
+"""Typed configuration of `babeltune generate` and `babeltune serve` (YAML + key=value overrides)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from babeltune.generate.endpoint import EndpointConfig
+from babeltune.generate.settings import DecodingSettings
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """How the local backend loads and batches the model."""
+
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Weights and activations precision. bfloat16 is about twice as fast on CPUs with AVX512-BF16 and
+    changes some greedy outputs (see benchmarks/README.md)."""
+    device: str = "cpu"
+    template: Literal["auto", "gemma", "tokenizer"] = "auto"
+    """Chat template (the same one training used: see `babeltune model render`)."""
+    batch_size: int = 16
+    """Prompts decoded together (sorted by length first)."""
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """One `babeltune generate` run."""
+
+    out: str = ""
+    """Output JSONL (also the cache: rerunning resumes). FILE.summary.json is written beside it."""
+    model: str = "gemma-3-270m"
+    """Local backend: the default alias, a model or PEFT adapter folder, or a hub id."""
+    data: str = "bundled:eval"
+    """Prompts: bundled:eval|modifiers|train, a .jsonl file or folder, or hf:NAME_OR_PATH."""
+    backend: Literal["local", "endpoint"] = "local"
+    decoding: DecodingSettings = field(default_factory=DecodingSettings)
+    local: LocalConfig = field(default_factory=LocalConfig)
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    languages: list[str] = field(default_factory=list)
+    """Only prompts in these languages (empty = all)."""
+    per_language: int = 0
+    """At most this many prompts per language, the first in file order (0 = all)."""
+    source_lang: str | None = None
+    """Language of data rows that carry none (prompt files without a `lang` column)."""
+    overwrite: bool = False
+    """Start the output file afresh instead of resuming."""
+    retry_failed: bool = True
+    """On resume, generate again the rows that failed before."""
+
+    def __post_init__(self) -> None:
+        if self.per_language < 0:
+            raise ValueError(f"per_language must be >= 0, got {self.per_language}")
+        if not self.out:
+            raise ValueError("out is required: the generation file to write (--out FILE.jsonl)")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """One `babeltune serve` process."""
+
+    model: str = "gemma-3-270m"
+    host: str = "127.0.0.1"
+    """Interface to bind. Anything but loopback exposes the model to the network."""
+    port: int = 8000
+    served_name: str = ""
+    """Model id reported by /v1/models and accepted in requests (default: the --model string)."""
+    api_key_env: str = ""
+    """Environment variable holding a bearer token that clients must send (empty = no token)."""
+    default_max_tokens: int = 512
+    """max_tokens of requests that give none."""
+    local: LocalConfig = field(default_factory=LocalConfig)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")

@@ -1,0 +1,233 @@
+"""The endpoint backend: any OpenAI-compatible chat endpoint (vLLM, TGI, llama.cpp server, hosted APIs,
+`babeltune serve`).
+
+Requests run concurrently (a thread pool; the work is waiting on the network). A request is retried
+with exponential backoff (honouring `Retry-After`) on 429, 5xx, timeouts and dropped connections; any
+other HTTP error, or running out of retries, is a recorded failure for that prompt, never an exception
+that stops the run. An endpoint that cannot be reached at all is an error before anything is sent.
+The API key is read from an environment variable, never from the command line or a config file.
+
+Decoding settings map onto the request: `max_tokens`, `temperature` (0 = greedy), `top_p`, a per-prompt
+`seed`; `top_k` and `repetition_penalty` are sent only when they are not neutral, as the extensions
+vLLM, TGI's OpenAI route and `babeltune serve` accept (hosted OpenAI rejects them: set
+repetition_penalty=1 there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any
+
+from babeltune.generate.backends import FinishReason, GenerationRequest, GenerationResult
+from babeltune.generate.settings import DecodingSettings
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS: frozenset[int] = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """Where and how to reach an OpenAI-compatible chat endpoint."""
+
+    url: str = "http://127.0.0.1:8000/v1"
+    """Base URL of the API, up to and including `/v1`."""
+    model: str = ""
+    """Model name to request; empty asks the endpoint (`GET /models`) and uses the first it lists."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (sent as a bearer token when set and non-empty)."""
+    concurrency: int = 4
+    """Requests in flight at once."""
+    timeout: float = 120.0
+    """Seconds to wait for one response before retrying."""
+    max_retries: int = 5
+    """Retries per request after the first attempt (on 429, 5xx, timeouts, dropped connections)."""
+    backoff: float = 1.0
+    """First retry waits this many seconds (plus jitter); each further retry waits twice as long."""
+    max_backoff: float = 30.0
+    """Longest wait between two attempts."""
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"endpoint url must start with http:// or https://, got {self.url!r}")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {self.timeout}")
+        if self.max_retries < 0 or self.backoff < 0 or self.max_backoff < 0:
+            raise ValueError("max_retries, backoff and max_backoff must be >= 0")
+
+
+class EndpointError(RuntimeError):
+    """A request that failed for good (after retries, or with a status that retrying cannot fix)."""
+
+    def __init__(self, message: str, status: int | None = None, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+        self.attempts = attempts
+
+
+class EndpointBackend:
+    """Chat completions from an OpenAI-compatible endpoint."""
+
+    name = "endpoint"
+
+    def __init__(self, config: EndpointConfig) -> None:
+        self.config = config
+        self.base_url = config.url.rstrip("/")
+        self._model = config.model
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> str:
+        """The model name sent with each request (asked from the endpoint once, if not configured)."""
+        with self._lock:
+            if not self._model:
+                listed = self.list_models()
+                if not listed:
+                    raise EndpointError(f"{self.base_url}/models lists no model; give one with --endpoint-model")
+                self._model = listed[0]
+            return self._model
+
+    def identity(self) -> dict[str, Any]:
+        return {"backend": self.name, "url": self.base_url, "model": self.model}
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        key = os.environ.get(self.config.api_key_env, "") if self.config.api_key_env else ""
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def _call(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:
+        """One HTTP exchange; raises urllib's errors as they come."""
+        data = json.dumps(payload).encode("utf-8") if payload is not None else None
+        req = urllib.request.Request(self.base_url + path, data=data, headers=self._headers(), method=method)
+        with urllib.request.urlopen(req, timeout=self.config.timeout) as resp:
+            body = json.loads(resp.read().decode("utf-8"))
+        if not isinstance(body, dict):
+            raise EndpointError(f"{self.base_url}{path}: response is not a JSON object")
+        return body
+
+    def list_models(self) -> list[str]:
+        """Model ids the endpoint serves; fails at once, with the reason, if it cannot be reached."""
+        try:
+            body = self._call("GET", "/models", None)
+        except urllib.error.HTTPError as exc:
+            raise EndpointError(f"{self.base_url}/models: HTTP {exc.code}: {_error_message(exc)}", exc.code) from exc
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise EndpointError(f"cannot reach the endpoint {self.base_url}: {reason}") from exc
+        return [str(item.get("id")) for item in body.get("data", []) if isinstance(item, dict)]
+
+    def request_with_retries(self, payload: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """POST a chat completion, retrying what can be retried; returns (body, attempts)."""
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return self._call("POST", "/chat/completions", payload), attempts
+            except urllib.error.HTTPError as exc:
+                message = f"HTTP {exc.code}: {_error_message(exc)}"
+                if exc.code not in RETRY_STATUS or attempts > self.config.max_retries:
+                    raise EndpointError(message, exc.code, attempts) from exc
+                wait = self._wait(attempts, exc.headers.get("Retry-After") if exc.headers else None)
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+                message = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+                if attempts > self.config.max_retries:
+                    raise EndpointError(message, None, attempts) from exc
+                wait = self._wait(attempts, None)
+            log.debug("attempt %d failed (%s); retrying in %.1f s", attempts, message, wait)
+            time.sleep(wait)
+
+    def _wait(self, attempt: int, retry_after: str | None) -> float:
+        """Exponential backoff with jitter; a server's Retry-After (seconds) wins when it is longer."""
+        wait = min(self.config.max_backoff, self.config.backoff * 2 ** (attempt - 1))
+        wait *= 0.5 + random.random() / 2
+        if retry_after:
+            with contextlib.suppress(ValueError):  # an HTTP date instead of seconds: keep our own wait
+                wait = max(wait, min(float(retry_after), self.config.max_backoff))
+        return wait
+
+    def payload(self, request: GenerationRequest, settings: DecodingSettings) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [m.to_dict() for m in request.messages],
+            "max_tokens": settings.max_new_tokens,
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "seed": request.sampling_seed(settings),
+            "stream": False,
+        }
+        if settings.top_k:
+            body["top_k"] = settings.top_k
+        if settings.repetition_penalty != 1.0:
+            body["repetition_penalty"] = settings.repetition_penalty
+        return body
+
+    def complete(self, request: GenerationRequest, settings: DecodingSettings) -> GenerationResult:
+        """One request, start to finish; every failure becomes a recorded failure."""
+        try:
+            body, attempts = self.request_with_retries(self.payload(request, settings))
+        except EndpointError as exc:
+            return GenerationResult.failure(request.id, str(exc), attempts=exc.attempts, status=exc.status)
+        try:
+            choice = body["choices"][0]
+            text = choice["message"]["content"]
+            if not isinstance(text, str):
+                raise TypeError("message.content is not a string")
+        except (KeyError, IndexError, TypeError) as exc:
+            return GenerationResult.failure(request.id, f"malformed response ({exc}): {json.dumps(body)[:200]}",
+                                            attempts=attempts)
+        raw_reason = str(choice.get("finish_reason") or "stop")
+        reason: FinishReason = "length" if raw_reason == "length" else "stop"
+        usage = body.get("usage") or {}
+        extra: dict[str, Any] = {"attempts": attempts}
+        if body.get("system_fingerprint"):
+            extra["system_fingerprint"] = body["system_fingerprint"]
+        if raw_reason not in ("stop", "length"):
+            extra["finish_reason_raw"] = raw_reason
+        return GenerationResult(request.id, text, reason, usage.get("prompt_tokens"), usage.get("completion_tokens"),
+                                extra=extra)
+
+    def generate(self, requests: Sequence[GenerationRequest], settings: DecodingSettings) -> Iterator[GenerationResult]:
+        if not requests:
+            return
+        _ = self.model  # resolve the model name (and reachability) once, before the pool starts
+        with ThreadPoolExecutor(max_workers=self.config.concurrency, thread_name_prefix="endpoint") as pool:
+            futures = [pool.submit(self.complete, req, settings) for req in requests]
+            try:
+                for future in as_completed(futures):
+                    yield future.result()
+            finally:
+                for future in futures:
+                    future.cancel()
+
+
+def _error_message(exc: urllib.error.HTTPError) -> str:
+    """The server's own error message (OpenAI shape {"error": {"message": ...}}), or its raw body."""
+    try:
+        raw = exc.read().decode("utf-8", "replace")
+    except Exception:  # the body may already be consumed or the connection gone
+        return str(exc.reason)
+    try:
+        body = json.loads(raw)
+        err = body.get("error") if isinstance(body, dict) else None
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+    except json.JSONDecodeError:
+        pass
+    return raw[:300] or str(exc.reason)

@@ -1,0 +1,129 @@
+"""The local backend: any model babeltune loads (base, full fine-tune or base + PEFT adapter).
+
+Prompts are rendered with `babeltune.models.render_prompt`, the same rendering training uses, and
+generation stops at the template's end-of-turn token(s). The model stays reachable as
+`backend.model`, so a context manager (e.g. a steering hook) can wrap a `generate` call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from babeltune.generate.backends import GenerationRequest, GenerationResult
+from babeltune.generate.decoding import generate_token_ids
+from babeltune.generate.settings import DecodingSettings, stable_hash
+
+
+class LocalBackend:
+    """Batched generation on a model held in this process."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        template: str = "auto",
+        batch_size: int = 16,
+        fingerprint: str | None = None,
+        model_name: str = "",
+    ) -> None:
+        from babeltune.models.chat import get_template
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.template = get_template(tokenizer, template)  # type: ignore[arg-type]
+        self.batch_size = batch_size
+        self.model_name = model_name or getattr(getattr(model, "config", None), "_name_or_path", "") or "model"
+        self.fingerprint = fingerprint or _weights_fingerprint(model)
+        self.identity_extra: dict[str, Any] = {}
+        """Anything that changes outputs without changing the weights (e.g. a steering hook) must be
+        named here while it is active, so cached generations made without it are not reused."""
+
+    @classmethod
+    def from_pretrained(
+        cls, name: str | Path, *, dtype: str = "float32", device: str = "cpu", template: str = "auto",
+        batch_size: int = 16, trust_remote_code: bool = False,
+    ) -> LocalBackend:
+        """Load `name` (the default alias, a folder, a PEFT adapter folder or a hub id) and wrap it."""
+        from babeltune.models.loading import load_model
+
+        loaded = load_model(name, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        return cls(loaded.model, loaded.tokenizer, template=template, batch_size=batch_size,
+                   fingerprint=loaded_fingerprint(loaded.path, loaded.adapter), model_name=str(name))
+
+    @property
+    def dtype(self) -> str:
+        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
+
+    def stop_ids(self, settings: DecodingSettings) -> list[int]:
+        ids = list(self.template.stop_token_ids(self.tokenizer))
+        eos = self.tokenizer.eos_token_id
+        if settings.stop_on_eos and eos is not None and eos not in ids:
+            ids.append(int(eos))
+        return ids
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "model": self.model_name,
+            "fingerprint": self.fingerprint,
+            "dtype": self.dtype,
+            "template": self.template.name,
+            **self.identity_extra,
+        }
+
+    def render(self, messages: Sequence[Any]) -> list[int]:
+        from babeltune.models.chat import render_prompt
+
+        return render_prompt(self.tokenizer, self.template, messages)
+
+    def generate(self, requests: Sequence[GenerationRequest], settings: DecodingSettings) -> Iterator[GenerationResult]:
+        prompts: list[list[int]] = []
+        rendered: list[GenerationRequest] = []
+        for req in requests:
+            try:
+                prompts.append(self.render(req.messages))
+                rendered.append(req)
+            except ValueError as exc:  # a conversation the template cannot render: a recorded failure
+                yield GenerationResult.failure(req.id, f"cannot render prompt: {exc}")
+        if not prompts:
+            return
+        seeds = [req.sampling_seed(settings) for req in rendered]
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        for out in generate_token_ids(self.model, prompts, settings, stop_ids=self.stop_ids(settings),
+                                      pad_id=pad_id, batch_size=self.batch_size, seeds=seeds):
+            ids = out.token_ids[:-1] if out.finish_reason == "stop" else out.token_ids
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            yield GenerationResult(rendered[out.index].id, text, out.finish_reason, out.prompt_tokens,
+                                   len(out.token_ids))
+
+
+def loaded_fingerprint(path: str, adapter: str | None) -> str:
+    """Fingerprint of what `load_model` loaded: the model folder's, or base + adapter for a PEFT adapter."""
+    from babeltune.models.loading import model_fingerprint
+
+    if adapter is None:
+        return model_fingerprint(path)
+    base = json.loads((Path(adapter) / "adapter_config.json").read_text())["base_model_name_or_path"]
+    return stable_hash({"base": model_fingerprint(base), "adapter": model_fingerprint(adapter)})
+
+
+def _weights_fingerprint(model: Any) -> str:
+    """A fingerprint of in-memory weights (for models not loaded from a folder, e.g. in tests): sha256
+    over every parameter's name, shape and a few summary statistics, cheap and order-independent."""
+    import torch
+
+    parts = []
+    with torch.no_grad():
+        for name, param in sorted(model.state_dict().items()):
+            flat = param.detach().float().flatten()
+            parts.append([name, list(param.shape), float(flat.sum()), float(flat.abs().sum()),
+                          float(flat[: min(16, flat.numel())].sum())])
+    return "weights:" + stable_hash(parts)

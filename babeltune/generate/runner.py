@@ -1,0 +1,337 @@
+"""Run a backend over records and keep every result: the generation file is also the cache.
+
+Each output row is keyed by sha256(backend identity, prompt messages, decoding settings). Running
+again with the same output file resumes: rows already there with a matching key are kept and not
+redone; failed rows are retried (by default); anything else is generated and appended.
+
+Why this survives SIGKILL without losing or duplicating rows: every row is one complete JSON line
+written by a single `os.write` to a file opened with O_APPEND, so a killed process leaves at most one
+partial last line. On resume a partial last line is cut off (and counted), every complete line is
+parsed, and only keys not yet present are generated. Removing failed rows before a retry rewrites the
+file to a temporary name and renames it over the original, which is atomic. An exclusive lock stops
+two processes from writing the same file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from babeltune.data.records import ChatRecord
+from babeltune.generate.backends import GenerationBackend, GenerationRequest, GenerationResult
+from babeltune.generate.settings import DecodingSettings, stable_hash
+
+log = logging.getLogger(__name__)
+
+ROW_FIELDS: tuple[str, ...] = (
+    "id", "pid", "lang", "messages", "prompt", "response", "reference", "modifier", "meta", "model", "settings",
+    "key", "finish_reason", "prompt_tokens", "completion_tokens", "error", "extra",
+)
+"""Every generation row has exactly these fields (see `build_row`)."""
+
+
+class GenerationFileError(ValueError):
+    """A generation file that cannot be resumed or read as asked; the message says how to proceed."""
+
+
+def generation_key(identity: dict[str, Any], messages: Sequence[dict[str, str]], settings: DecodingSettings) -> str:
+    """The cache key of one generation: what decides its output, hashed."""
+    return stable_hash({"model": identity, "messages": list(messages), "settings": settings.to_dict()})
+
+
+def build_row(
+    record: ChatRecord, result: GenerationResult, identity: dict[str, Any], settings: DecodingSettings, key: str
+) -> dict[str, Any]:
+    """One generation row: everything evaluation needs, and what produced it."""
+    return {
+        "id": record.id,
+        "pid": record.pid,
+        "lang": record.lang,
+        "messages": [m.to_dict() for m in record.prompt_messages],
+        "prompt": record.prompt,
+        "response": result.text,
+        "reference": record.response,
+        "modifier": record.meta.get("modifier"),
+        "meta": record.meta,
+        "model": identity,
+        "settings": settings.to_dict(),
+        "key": key,
+        "finish_reason": result.finish_reason,
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "error": result.error,
+        "extra": result.extra,
+    }
+
+
+@dataclass
+class GenerationSummary:
+    """What one `run_generation` call did."""
+
+    path: str
+    requested: int = 0
+    reused: int = 0
+    """Rows already in the file with a matching key (not regenerated)."""
+    generated: int = 0
+    failed: int = 0
+    """Requests that failed in this call (recorded as rows with an error)."""
+    retried: int = 0
+    """Failed rows from an earlier run removed to be tried again."""
+    partial_lines_dropped: int = 0
+    """Incomplete last lines (an interrupted write) cut off before resuming."""
+    other_rows: int = 0
+    """Rows in the file for prompts outside this run (same model and settings), kept as they are."""
+    new_tokens: int = 0
+    seconds: float = 0.0
+    identity: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "tokens_per_second": round(self.tokens_per_second, 2)}
+
+    def line(self) -> str:
+        text = (f"{self.path}: {self.requested} prompts: {self.reused} reused, {self.generated} generated, "
+                f"{self.failed} failed")
+        if self.retried:
+            text += f", {self.retried} earlier failures retried"
+        if self.partial_lines_dropped:
+            text += f", {self.partial_lines_dropped} partial line(s) from an interrupted run dropped"
+        if self.generated:
+            text += f"; {self.new_tokens} new tokens in {self.seconds:.1f} s ({self.tokens_per_second:.1f} tokens/s)"
+        return text
+
+
+def generate(
+    records: Sequence[ChatRecord],
+    backend: GenerationBackend,
+    settings: DecodingSettings,
+    out_path: str | Path,
+    *,
+    overwrite: bool = False,
+    retry_failed: bool = True,
+    progress: bool = False,
+) -> Path:
+    """Generate a response for every record into `out_path` (resuming if it exists); returns the path.
+
+    `FILE.summary.json` is written beside it. See `run_generation` for the counts.
+    """
+    return Path(run_generation(records, backend, settings, out_path, overwrite=overwrite,
+                               retry_failed=retry_failed, progress=progress).path)
+
+
+def run_generation(
+    records: Sequence[ChatRecord],
+    backend: GenerationBackend,
+    settings: DecodingSettings,
+    out_path: str | Path,
+    *,
+    overwrite: bool = False,
+    retry_failed: bool = True,
+    progress: bool = False,
+) -> GenerationSummary:
+    """`generate`, returning what was done (also written to `FILE.summary.json`)."""
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _check_unique_ids(records)
+    identity = backend.identity()
+    run_key = stable_hash({"model": identity, "settings": settings.to_dict()})
+    keyed = {generation_key(identity, [m.to_dict() for m in r.prompt_messages], settings): r for r in records}
+    summary = GenerationSummary(str(out), requested=len(records), identity=identity, settings=settings.to_dict())
+    if overwrite:
+        out.unlink(missing_ok=True)
+    sink = _AppendFile(out)
+    try:
+        rows, summary.partial_lines_dropped = sink.read_and_repair()
+        _check_compatible(out, rows, run_key)
+        if retry_failed and any(row.get("error") is not None for row in rows):
+            kept = [row for row in rows if row.get("error") is None]
+            summary.retried = len(rows) - len(kept)
+            sink.rewrite(kept)
+            rows = kept
+        done = {row["key"] for row in rows}
+        summary.reused = sum(1 for key in keyed if key in done)
+        summary.other_rows = sum(1 for row in rows if row["key"] not in keyed)
+        pending = {rec.id: (key, rec) for key, rec in keyed.items() if key not in done}
+        requests = [GenerationRequest(rec.id, rec.prompt_messages) for _, rec in pending.values()]
+        start = time.perf_counter()
+        bar = _progress(len(requests), progress)
+        for result in _checked(backend.generate(requests, settings), set(pending)):
+            key, record = pending[result.id]
+            sink.append(build_row(record, result, identity, settings, key))
+            summary.generated += result.error is None
+            summary.failed += result.error is not None
+            summary.new_tokens += result.completion_tokens or 0
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        summary.seconds = time.perf_counter() - start
+    finally:
+        sink.close()
+    if summary.failed:
+        log.warning("%d of %d requests failed; they are recorded with their error and retried on the next run",
+                    summary.failed, len(requests))
+    _write_summary(out, summary)
+    return summary
+
+
+def _check_unique_ids(records: Sequence[ChatRecord]) -> None:
+    seen: set[str] = set()
+    for rec in records:
+        if rec.id in seen:
+            raise ValueError(f"record id {rec.id!r} appears twice; generation rows are matched by id")
+        seen.add(rec.id)
+
+
+def _checked(results: Iterator[GenerationResult], expected: set[str]) -> Iterator[GenerationResult]:
+    """Pass results through, refusing unknown or repeated ids, and check every request was answered."""
+    missing = set(expected)
+    for result in results:
+        if result.id not in missing:
+            raise RuntimeError(f"backend returned an unexpected or repeated result for request {result.id!r}")
+        missing.discard(result.id)
+        yield result
+    if missing:
+        raise RuntimeError(f"backend finished without answering {len(missing)} request(s)")
+
+
+class _AppendFile:
+    """The generation file, locked and opened for appending whole lines."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            _lock(self.fd, path)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def append(self, row: dict[str, Any]) -> None:
+        # One write per complete line: an interruption can only leave a partial *last* line.
+        os.write(self.fd, (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+
+    def read_and_repair(self) -> tuple[list[dict[str, Any]], int]:
+        """Parse every complete line; cut off an incomplete last line (an interrupted write)."""
+        data = self.path.read_bytes()
+        dropped = 0
+        if data and not data.endswith(b"\n"):
+            cut = data.rfind(b"\n") + 1
+            os.ftruncate(self.fd, cut)
+            log.warning("%s: dropped an incomplete last line (%d bytes) left by an interrupted run",
+                        self.path, len(data) - cut)
+            data, dropped = data[:cut], 1
+        rows = []
+        for lineno, line in enumerate(data.decode("utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise GenerationFileError(f"{self.path}:{lineno}: not valid JSON ({exc.msg}); the file was changed "
+                                          "by something other than babeltune: fix or remove the line") from exc
+            if not isinstance(row, dict) or "key" not in row:
+                raise GenerationFileError(f"{self.path}:{lineno}: field 'key': missing; not a babeltune generation row")
+            rows.append(row)
+        return rows, dropped
+
+    def rewrite(self, rows: list[dict[str, Any]]) -> None:
+        """Replace the content with `rows` atomically (temp file + rename), keeping the lock."""
+        tmp = self.path.with_name(self.path.name + ".rewrite.tmp")
+        with tmp.open("w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        new_fd = os.open(tmp, os.O_WRONLY | os.O_APPEND)
+        _lock(new_fd, tmp)
+        tmp.replace(self.path)
+        os.close(self.fd)
+        self.fd = new_fd
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.fsync(self.fd)
+        os.close(self.fd)
+
+
+def _lock(fd: int, path: Path) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        raise GenerationFileError(f"{path}: another process is writing this file; wait for it or use another --out") \
+            from exc
+
+
+def _check_compatible(path: Path, rows: list[dict[str, Any]], run_key: str) -> None:
+    seen: set[str] = set()
+    for row in rows:
+        key = row["key"]
+        if key in seen and row.get("error") is None:
+            raise GenerationFileError(f"{path}: generation {row.get('id')!r} appears twice; remove one copy")
+        seen.add(key)
+        row_run = stable_hash({"model": row.get("model"), "settings": row.get("settings")})
+        if row_run != run_key:
+            raise GenerationFileError(
+                f"{path} already holds generations from another model or other decoding settings "
+                f"(first: id {row.get('id')!r}, model {row.get('model')}); use another --out, or --overwrite "
+                "to replace them"
+            )
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled or total == 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="prompt", desc="generate", dynamic_ncols=True)
+
+
+def _write_summary(out: Path, summary: GenerationSummary) -> None:
+    from babeltune.runinfo import git_commit, package_versions
+
+    path = out.with_name(out.name.removesuffix(".jsonl") + ".summary.json")
+    payload = {**summary.to_dict(), "versions": package_versions(), "git_commit": git_commit()}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def read_generations(path: str | Path) -> list[dict[str, Any]]:
+    """Read a generation file strictly: every line a complete row with all fields (file:line on error)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"generation file not found: {path} (write one with `babeltune generate`)")
+    rows: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise GenerationFileError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(row, dict):
+            raise GenerationFileError(f"{path}:{lineno}: not a JSON object")
+        missing = [name for name in ("id", "lang", "response", "finish_reason") if name not in row]
+        if missing:
+            raise GenerationFileError(f"{path}:{lineno}: field '{missing[0]}': missing; is this a file written by "
+                                      "`babeltune generate`?")
+        if row["id"] in seen:
+            raise GenerationFileError(f"{path}:{lineno}: field 'id': {row['id']!r} already at line {seen[row['id']]}")
+        seen[row["id"]] = lineno
+        row.setdefault("_line", lineno)
+        rows.append(row)
+    return rows
