@@ -4,7 +4,9 @@
   outcomes into 0-100 scores per language with bootstrap CIs (`protocol`).
 - Judges: `LLMPairwiseJudge` / `LLMRubricJudge` over any chat backend (`llm`), the offline
   `ReferenceJudge` (sentence embeddings + chrF + language check, `reference`).
-- `run_rubric` / `rubric_scores` (`rubric`), `judge_agreement` (`agreement`), `JudgementCache` (`cache`).
+- `run_rubric` / `rubric_scores` (`rubric`), `judge_agreement` (`agreement`), `JudgementCache` (`cache`),
+  `plan_pairs` (pairs from two generation files, `pairs`); chat backends over the generation stage
+  (`backends`); `babeltune judge sxs|rubric` (`cli`).
 """
 
 from babeltune.judge.agreement import Agreement, judge_agreement
@@ -27,6 +29,7 @@ from babeltune.judge.llm import (
     parse_pairwise_verdict,
     parse_rubric,
 )
+from babeltune.judge.pairs import PairPlan, load_judgements, plan_pairs, save_judgements
 from babeltune.judge.protocol import (
     SxSItem,
     SxSJudgement,
@@ -48,6 +51,7 @@ __all__ = [
     "LLMPairwiseJudge",
     "LLMRubricJudge",
     "MeanCI",
+    "PairPlan",
     "PairQuery",
     "PairVerdict",
     "PairwiseJudge",
@@ -69,10 +73,13 @@ __all__ = [
     "combine_orders",
     "judge_agreement",
     "judgement_key",
+    "load_judgements",
     "parse_pairwise_verdict",
     "parse_rubric",
+    "plan_pairs",
     "rubric_scores",
     "run_rubric",
+    "save_judgements",
     "side_by_side",
     "sxs_scores",
 ]

@@ -1,27 +1,25 @@
-"""Language identification as the judges see it: a babeltune code, or None when undetermined."""
+"""Language identification as the offline judge sees it: the evaluation stage's identifier, so the
+judge and the correct-language rates agree on what language a response is in.
+
+Returns a babeltune code, or None when the response is too short or not linguistic enough to tell
+(the evaluation stage's "undetermined"): the judge then does not count it as the wrong language.
+"""
 
 from __future__ import annotations
 
 import functools
 from typing import Any
 
-from babeltune.languages import LANGUAGES, normalize_code
-
-MIN_LETTERS = 12
-"""Fewer letters than this (numbers, code, one word) is too little to tell a language: undetermined."""
-
 
 @functools.lru_cache(maxsize=1)
 def _identifier() -> Any:
-    import py3langid
+    from babeltune.evaluate import get_identifier
 
-    return py3langid
+    return get_identifier("py3langid")
 
 
 def identify_language(text: str) -> str | None:
-    """The language of `text` as a babeltune code, or None when too short or not a known language."""
-    if sum(ch.isalpha() for ch in text) < MIN_LETTERS:
-        return None
-    code, _ = _identifier().classify(text)
-    norm = normalize_code(str(code))
-    return norm if norm is not None and norm in LANGUAGES else str(code)
+    from babeltune.evaluate import identify
+
+    code, _, _ = identify(text, _identifier())
+    return code

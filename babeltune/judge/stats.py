@@ -1,4 +1,8 @@
-"""Means with bootstrap confidence intervals, the one statistic every judge score is reported with."""
+"""Means with bootstrap confidence intervals, the one statistic every judge score is reported with.
+
+The interval is the evaluation stage's percentile bootstrap (`babeltune.evaluate.metrics.bootstrap_ci`),
+so judge scores and evaluation rates are computed the same way.
+"""
 
 from __future__ import annotations
 
@@ -29,16 +33,11 @@ def bootstrap_mean(
 
     Deterministic for a given seed. No values: NaN mean and bounds, n = 0 (shown as "n/a", never 0).
     """
+    from babeltune.evaluate.metrics import bootstrap_ci
+
     data = np.asarray(values, dtype=np.float64)
     n = int(data.size)
     if n == 0:
         return MeanCI(float("nan"), float("nan"), float("nan"), 0)
-    mean = float(data.mean())
-    if n == 1 or n_boot <= 0:
-        return MeanCI(mean, mean, mean, n)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))  # (B, n) resampled item indices
-    means = data[idx].mean(axis=1)  # (B,)
-    alpha = (1.0 - level) / 2
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return MeanCI(mean, float(low), float(high), n)
+    low, high = bootstrap_ci(data, n_boot=n_boot, confidence=level, seed=seed)
+    return MeanCI(float(data.mean()), low, high, n)

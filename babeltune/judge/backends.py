@@ -1,0 +1,58 @@
+"""Chat backends for the LLM judges, on top of the generation stage's backends.
+
+`GenerationChatBackend` turns any `babeltune.generate` backend (an OpenAI-compatible endpoint, or a
+model loaded in this process) into the judges' `ChatBackend`: the judge prompt goes out as one user
+turn, the reply text comes back, and a failed request comes back as None (then retried once by the
+protocol, then recorded as invalid). Judges decode greedily with no repetition penalty, so the same
+question gets the same verdict.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from babeltune.data.records import Message
+from babeltune.judge.llm import ChatMessages
+
+
+class GenerationChatBackend:
+    """A judge's chat backend over a generation backend (`EndpointBackend` or `LocalBackend`)."""
+
+    def __init__(self, backend: Any, *, max_new_tokens: int = 256, name: str | None = None) -> None:
+        from babeltune.generate import DecodingSettings
+
+        self.backend = backend
+        self.settings = DecodingSettings(max_new_tokens=max_new_tokens, temperature=0.0, repetition_penalty=1.0)
+        self.name = name or str(backend.identity().get("model") or backend.name)
+
+    def fingerprint(self) -> str:
+        return json.dumps({"backend": self.backend.identity(), "settings": self.settings.to_dict()}, sort_keys=True)
+
+    def complete(self, conversations: Sequence[ChatMessages]) -> list[str | None]:
+        from babeltune.generate import GenerationRequest
+
+        requests = [GenerationRequest(f"q{i}", tuple(Message(m["role"], m["content"]) for m in conv))  # type: ignore[arg-type]
+                    for i, conv in enumerate(conversations)]
+        replies: dict[str, str | None] = {}
+        for result in self.backend.generate(requests, self.settings):
+            replies[result.id] = result.text if result.error is None else None
+        return [replies.get(req.id) for req in requests]
+
+
+def endpoint_chat_backend(url: str, model: str = "", *, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8,
+                          timeout: float = 120.0, max_new_tokens: int = 256) -> GenerationChatBackend:
+    """A judge backend talking to an OpenAI-compatible endpoint (vLLM, TGI, llama.cpp, hosted APIs)."""
+    from babeltune.generate import EndpointBackend, EndpointConfig
+
+    config = EndpointConfig(url=url, model=model, api_key_env=api_key_env, concurrency=concurrency, timeout=timeout)
+    return GenerationChatBackend(EndpointBackend(config), max_new_tokens=max_new_tokens)
+
+
+def local_chat_backend(model: str, *, batch_size: int = 8, max_new_tokens: int = 256) -> GenerationChatBackend:
+    """A judge backend running a model in this process (any model babeltune loads)."""
+    from babeltune.generate import LocalBackend
+
+    return GenerationChatBackend(LocalBackend.from_pretrained(model, batch_size=batch_size),
+                                 max_new_tokens=max_new_tokens, name=model)

@@ -1,0 +1,79 @@
+"""Side-by-side items from generation files: match two models' responses to the same prompts.
+
+Generation rows (one JSON object per response: id, pid, lang, prompt, response, reference, error) of
+the candidate and of the baseline are matched by record id. A pair where either generation failed or
+is missing is not judged; it is counted per language (shown next to the invalid verdicts), never
+dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from babeltune.judge.base import PairwiseJudge
+from babeltune.judge.cache import JudgementCache
+from babeltune.judge.protocol import ProgressFn, SxSItem, SxSJudgement, side_by_side
+
+Rows = list[dict[str, Any]]
+
+
+@dataclass
+class PairPlan:
+    """What one condition is judged against, per language."""
+
+    items: list[SxSItem]
+    references: dict[str, str]
+    """lang -> reference condition name."""
+    failed: dict[str, int]
+    """lang -> pairs not judged because a generation failed or is missing."""
+    no_reference: list[str]
+    """Languages without a reference condition (not judged; listed in the results' metadata)."""
+
+
+def plan_pairs(
+    candidate: Rows, references: dict[str, tuple[str, Rows] | None], languages: Sequence[str],
+) -> PairPlan:
+    """SxS items of `candidate` against each language's reference rows (None: no reference for it)."""
+    items: list[SxSItem] = []
+    failed: dict[str, int] = {}
+    names: dict[str, str] = {}
+    no_ref: list[str] = []
+    for lang in languages:
+        ref = references.get(lang)
+        if ref is None:
+            no_ref.append(lang)
+            continue
+        ref_name, ref_rows = ref
+        names[lang] = ref_name
+        by_id = {r["id"]: r for r in ref_rows if r["lang"] == lang}
+        for row in (r for r in candidate if r["lang"] == lang):
+            other = by_id.get(row["id"])
+            if other is None or row.get("error") is not None or other.get("error") is not None:
+                failed[lang] = failed.get(lang, 0) + 1
+                continue
+            items.append(SxSItem(row["id"], row["pid"], lang, row["prompt"], row["response"] or "",
+                                 other["response"] or "", row.get("reference")))
+    return PairPlan(items, names, failed, no_ref)
+
+
+def run_judge(
+    plan: PairPlan, judge: PairwiseJudge, cache_path: Path, *, retries: int, batch_size: int,
+    progress: ProgressFn | None = None,
+) -> list[SxSJudgement]:
+    cache = JudgementCache(cache_path)
+    return side_by_side(plan.items, judge, cache, retries=retries, batch_size=batch_size, progress=progress)
+
+
+def save_judgements(path: Path, judgements: Sequence[SxSJudgement]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(j.to_dict(), ensure_ascii=False) + "\n" for j in judgements), encoding="utf-8")
+    tmp.replace(path)
+
+
+def load_judgements(path: Path) -> list[SxSJudgement]:
+    return [SxSJudgement.from_dict(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line]
