@@ -1,0 +1,57 @@
+"""A run killed with SIGKILL and resumed ends with the same loss curve as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from babeltune.config import dump_yaml
+from babeltune.train import train
+from tests.test_train_helpers import fast_config, losses, save_tiny_model, tiny_data
+
+KILLED_RUN = """
+import os, signal, sys
+from babeltune.config import load_config
+from babeltune.train import TrainConfig, train
+
+config = load_config(TrainConfig, sys.argv[1])
+
+def kill_after(record):
+    if record.step == int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)  # no handler, no cleanup: like kill -9 from outside
+
+train(config, on_step=kill_after)
+"""
+
+
+def test_sigkill_then_resume_gives_the_same_curve(tmp_path: Path) -> None:
+    model = save_tiny_model(tmp_path / "model")
+    data = tiny_data(tmp_path / "mix.jsonl")  # 12 examples: 3 steps per epoch, so the run crosses epochs
+    from babeltune.train import LoraSettings
+
+    settings = dict(max_steps=7, save_every=2, lora=LoraSettings(r=4, dropout=0.1))  # dropout: RNG must resume
+    reference = train(fast_config(model, data, tmp_path / "reference", **settings))
+
+    config = fast_config(model, data, tmp_path / "killed", **settings)
+    config_path = tmp_path / "killed.yaml"
+    dump_yaml(config, config_path)
+    proc = subprocess.run([sys.executable, "-c", KILLED_RUN, str(config_path), "5"], capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    run = tmp_path / "killed"
+    assert (run / "checkpoints" / "latest").read_text() == "step-000004"
+    assert len(losses(run / "log.jsonl")) == 5  # step 5 was logged, but never checkpointed
+    assert not (run / "result.json").exists()
+
+    resumed = train(config, resume=True)
+    assert losses(resumed.log_path) == pytest.approx(losses(reference.log_path), abs=1e-5)
+    assert resumed.final_loss == pytest.approx(reference.final_loss, abs=1e-5)
+    steps = [json.loads(line)["step"] for line in resumed.log_path.read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6, 7]  # the curve is one piece: the killed step 5 was replaced
+    info = json.loads((run / "run.json").read_text())
+    assert info["train"]["resumed_from"].endswith("step-000004")
