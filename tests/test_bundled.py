@@ -90,3 +90,24 @@ def test_every_modifier_reference_satisfies_its_spec(splits) -> None:
         detected, _, _ = identify(response, identifier)
         result = check_modifier(rec.meta["modifier"], response, CheckContext(lang=rec.lang, detected=detected))
         assert result.passed is True, (rec.id, result.reason)
+
+
+@pytest.mark.parametrize("args", [
+    ["--recipe", "monolingual", "--lang", "sw", "--budget", "160"],
+    ["--recipe", "pinch", "--budget", "160", "--pinch-count", "40"],
+    ["--recipe", "pinch", "--budget", "160", "--pinch-percent", "10"],
+    ["--recipe", "uniform", "--budget", "160"],
+    ["--recipe", "languages", "--languages", "ar,en,fi,it,ru,sw", "--budget", "120",
+     "--eval-languages", "cs,et,he,hi,es,zh"],
+])
+def test_data_build_makes_every_recipe_from_bundled_train(tmp_path, args: list[str]) -> None:
+    import json
+
+    from babeltune.cli import main
+
+    out = tmp_path / "mix.jsonl"
+    assert main(["data", "build", "--source", "bundled:train", *args, "--out", str(out)]) == 0
+    records = load_records(out).records
+    summary = json.loads((tmp_path / "mix.summary.json").read_text())
+    assert len(records) == summary["budget"] == len({r.pid for r in records})
+    assert sum(summary["per_language"].values()) == summary["budget"]
