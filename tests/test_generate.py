@@ -123,7 +123,7 @@ def test_sampling_is_seeded_per_prompt_not_per_batch(tiny_tok: Any, tiny_lm: Any
 
 def test_logit_processing_by_hand() -> None:
     logits = torch.tensor([[2.0, -1.0, 0.5, 3.0]])
-    seen = torch.tensor([[True, True, False, False]])
+    seen = torch.tensor([[0, 1, 1, 0]])  # repeated ids are penalised once
     assert apply_repetition_penalty(logits, seen, 2.0).tolist() == [[1.0, -2.0, 0.5, 3.0]]
     probs_logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     kept = filter_top_k_top_p(probs_logits, top_k=0, top_p=0.7).isfinite().tolist()
@@ -161,3 +161,48 @@ def test_settings_are_validated() -> None:
     for bad in ({"max_new_tokens": 0}, {"temperature": -1}, {"top_p": 0}, {"top_k": -1}, {"repetition_penalty": 0}):
         with pytest.raises(ValueError):
             DecodingSettings(**bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.2])
+@pytest.mark.parametrize("candidates", [1, 2, 64])
+def test_bf16_head_picks_the_float32_heads_tokens(tiny_tok: Any, tiny_lm: Any, penalty: float,
+                                                  candidates: int) -> None:
+    from babeltune.generate.fasthead import Bf16GreedyHead
+
+    prompts = _ids(tiny_tok)
+    settings = DecodingSettings(max_new_tokens=16, repetition_penalty=penalty)
+    head = Bf16GreedyHead(tiny_lm, candidates=candidates)
+
+    def run(h: Any) -> dict[int, list[int]]:
+        return {g.index: g.token_ids for g in generate_token_ids(tiny_lm, prompts, settings, stop_ids=[], pad_id=0,
+                                                                 batch_size=3, head=h)}
+
+    assert run(head) == run(None)
+    assert head.decided == 16 * len(prompts)
+    if candidates == 1:  # the best candidate can never be certified against itself: always the full head
+        assert head.fallbacks == head.decided
+    if candidates == 2:  # both paths taken: certified rows and full-head rows
+        assert 0 < head.fallbacks < head.decided
+
+
+def test_bf16_head_follows_weight_changes_and_skips_hooked_heads(tiny_tok: Any) -> None:
+    from babeltune.generate.fasthead import split_head
+    from babeltune.testing import tiny_model
+
+    model = tiny_model(tiny_tok, seed=3)
+    backend = LocalBackend(model, tiny_tok, bf16_head="on")
+    first = backend.greedy_head()
+    assert first is not None and backend.greedy_head() is first
+    requests = [GenerationRequest("a", (Message("user", PROMPTS[0]),))]
+    settings = DecodingSettings(max_new_tokens=6)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(-1.0)  # an in-place update, as a training step makes
+    assert backend.greedy_head() is not first
+    on = next(iter(backend.generate(requests, settings))).text
+    off = next(iter(LocalBackend(model, tiny_tok, bf16_head="off").generate(requests, settings))).text
+    assert on == off
+    handle = model.get_output_embeddings().register_forward_hook(lambda *a: None)
+    assert split_head(model) is None and LocalBackend(model, tiny_tok).greedy_head() is None
+    with pytest.raises(ValueError, match="bf16_head=on"):
+        LocalBackend(model, tiny_tok, bf16_head="on").greedy_head()
+    handle.remove()

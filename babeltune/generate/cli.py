@@ -14,6 +14,7 @@ _GENERATE_FLAGS: dict[str, str] = {
     "max_new_tokens": "decoding.max_new_tokens", "temperature": "decoding.temperature", "top_p": "decoding.top_p",
     "top_k": "decoding.top_k", "repetition_penalty": "decoding.repetition_penalty", "seed": "decoding.seed",
     "dtype": "local.dtype", "device": "local.device", "template": "local.template", "batch_size": "local.batch_size",
+    "bf16_head": "local.bf16_head",
     "endpoint": "endpoint.url", "endpoint_model": "endpoint.model", "api_key_env": "endpoint.api_key_env",
     "concurrency": "endpoint.concurrency", "timeout": "endpoint.timeout", "max_retries": "endpoint.max_retries",
     "languages": "languages", "per_language": "per_language", "source_lang": "source_lang",
@@ -22,7 +23,7 @@ _GENERATE_FLAGS: dict[str, str] = {
 _SERVE_FLAGS: dict[str, str] = {
     "model": "model", "host": "host", "port": "port", "served_name": "served_name", "api_key_env": "api_key_env",
     "dtype": "local.dtype", "device": "local.device", "template": "local.template", "batch_size": "local.batch_size",
-    "default_max_tokens": "default_max_tokens",
+    "bf16_head": "local.bf16_head", "default_max_tokens": "default_max_tokens",
 }
 
 
@@ -48,6 +49,8 @@ def register(sub: Any) -> None:
     loc.add_argument("--device")
     loc.add_argument("--template", choices=["auto", "gemma", "tokenizer"])
     loc.add_argument("--batch-size", type=int)
+    loc.add_argument("--bf16-head", choices=["auto", "on", "off"],
+                     help="greedy float32: bfloat16 LM head with exact float32 rescoring (same tokens, faster)")
     ep = gen.add_argument_group("endpoint backend")
     ep.add_argument("--endpoint", help="base URL up to /v1, e.g. http://127.0.0.1:8000/v1")
     ep.add_argument("--endpoint-model", help="model name to request (default: the first the endpoint lists)")
@@ -60,6 +63,9 @@ def register(sub: Any) -> None:
     sel.add_argument("--per-language", type=int, help="at most N prompts per language")
     sel.add_argument("--source-lang", help="language of rows without a 'lang' column")
     gen.add_argument("--overwrite", action="store_true", default=None, help="start afresh instead of resuming")
+    from babeltune.lens.cli import add_steer_options  # light: argparse only
+
+    add_steer_options(gen, required=False)
     gen.set_defaults(func=cmd_generate)
 
     srv = sub.add_parser("serve", help="serve a local model over an OpenAI-compatible HTTP API",
@@ -75,6 +81,7 @@ def register(sub: Any) -> None:
     srv.add_argument("--device")
     srv.add_argument("--template", choices=["auto", "gemma", "tokenizer"])
     srv.add_argument("--batch-size", type=int, help="most requests answered together")
+    srv.add_argument("--bf16-head", choices=["auto", "on", "off"])
     srv.add_argument("--default-max-tokens", type=int)
     srv.set_defaults(func=cmd_serve)
 
@@ -110,7 +117,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     records = select_records(cfg)
     backend = make_backend(cfg)
     # Context managers entered here wrap the whole generation (e.g. a steering hook on backend.model).
-    with contextlib.ExitStack():
+    with contextlib.ExitStack() as stack:
+        if getattr(args, "steer", None):  # babeltune lens: edit the model's states while it generates
+            from babeltune.lens.cli import steer_config_from_args
+            from babeltune.lens.generation import steer_backend
+
+            backend = steer_backend(stack, backend, steer_config_from_args(args), {r.id: r.lang for r in records})
         summary = run_generation(records, backend, cfg.decoding, cfg.out, overwrite=cfg.overwrite,
                                  retry_failed=cfg.retry_failed, progress=sys.stderr.isatty())
     print(summary.line())
@@ -156,7 +168,7 @@ def make_backend(cfg: Any) -> Any:
 
     return LocalBackend.from_pretrained(cfg.model, dtype=cfg.local.dtype, device=cfg.local.device,
                                         template=cfg.local.template, batch_size=cfg.local.batch_size,
-                                        trust_remote_code=cfg.local.trust_remote_code)
+                                        trust_remote_code=cfg.local.trust_remote_code, bf16_head=cfg.local.bf16_head)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -185,7 +197,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
               file=sys.stderr)
     backend = LocalBackend.from_pretrained(cfg.model, dtype=cfg.local.dtype, device=cfg.local.device,
                                            template=cfg.local.template, batch_size=cfg.local.batch_size,
-                                           trust_remote_code=cfg.local.trust_remote_code)
+                                           trust_remote_code=cfg.local.trust_remote_code,
+                                           bf16_head=cfg.local.bf16_head)
     server, thread = start_server(backend, host=cfg.host, port=cfg.port, served_name=cfg.served_name or cfg.model,
                                   token=token, default_max_tokens=cfg.default_max_tokens)
     print(f"serving {cfg.served_name or cfg.model} at {server.url} (token {'required' if token else 'not required'});"

@@ -21,6 +21,10 @@ class LocalConfig:
     """Chat template (the same one training used: see `babeltune model render`)."""
     batch_size: int = 16
     """Prompts decoded together (sorted by length first)."""
+    bf16_head: Literal["auto", "on", "off"] = "auto"
+    """Greedy decoding of a float32 model scores the vocabulary with a bfloat16 LM head and rescores the
+    best candidates in float32, falling back to the full float32 head unless the float32 winner is
+    certain: same tokens, faster. 'auto': on for CPUs with native bfloat16 (AVX512-BF16/AMX)."""
     trust_remote_code: bool = False
 
     def __post_init__(self) -> None:

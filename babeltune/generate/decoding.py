@@ -54,8 +54,12 @@ def generate_token_ids(
     pad_id: int,
     batch_size: int = 16,
     seeds: Sequence[int] | None = None,
+    head: Any = None,
 ) -> Iterator[GeneratedIds]:
-    """Generate from every prompt (token ids, already rendered), yielding each as soon as it ends."""
+    """Generate from every prompt (token ids, already rendered), yielding each as soon as it ends.
+
+    `head`: a `Bf16GreedyHead` of `model` to pick greedy tokens with (ignored when sampling).
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if seeds is not None and len(seeds) != len(prompts):
@@ -64,6 +68,7 @@ def generate_token_ids(
         yield from _generate_batch(
             model, [prompts[i] for i in batch], batch, settings, stop_ids, pad_id,
             [seeds[i] for i in batch] if seeds is not None else None,
+            head if settings.greedy else None,
         )
 
 
@@ -90,6 +95,7 @@ def _generate_batch(
     stop_ids: Sequence[int],
     pad_id: int,
     seeds: list[int] | None,
+    head: Any,
 ) -> Iterator[GeneratedIds]:
     import torch
     from transformers import DynamicCache
@@ -104,25 +110,30 @@ def _generate_batch(
     stops = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
     generators = _generators(seeds, device) if not settings.greedy else None
 
-    logits = _forward(model, input_ids, attention_mask, position_ids, cache)  # (B, V)
-    seen = _presence(prompts, logits.shape[-1], device) if settings.repetition_penalty != 1.0 else None
+    # `scores` are the last position's logits (B, V), or its hidden states (B, D) when `head` decides.
+    scores = _forward(model, head, input_ids, attention_mask, position_ids, cache)
+    seen = _seen_ids(prompts, device) if settings.repetition_penalty != 1.0 else None  # (B, S)
     next_pos = position_ids[:, -1] + 1  # (B,)
     for step in range(settings.max_new_tokens):
-        tokens = _next_tokens(logits.float(), settings, seen, generators, live)  # (B,)
+        if head is not None:
+            tokens = head.greedy(scores, seen, settings.repetition_penalty)  # (B,)
+        else:
+            tokens = _next_tokens(scores.float(), settings, seen, generators, live)  # (B,)
         if seen is not None:
-            seen[torch.arange(len(live), device=device), tokens] = True
+            seen = torch.cat([seen, tokens[:, None]], dim=-1)  # (B, S+1)
         for row, token in enumerate(tokens.tolist()):
             generated[live[row]].append(token)
-        stopped = torch.isin(tokens, stops)  # (B,)
+        stopped = torch.isin(tokens, stops).tolist()  # (B,)
         last_step = step == settings.max_new_tokens - 1
-        done = [row for row in range(len(live)) if last_step or bool(stopped[row])]
+        done = [row for row in range(len(live)) if last_step or stopped[row]]
         for row in done:
             i = live[row]
-            yield GeneratedIds(indices[i], generated[i], "stop" if bool(stopped[row]) else "length", len(prompts[i]))
+            yield GeneratedIds(indices[i], generated[i], "stop" if stopped[row] else "length", len(prompts[i]))
         if last_step or len(done) == len(live):
             return
         if done:  # drop finished rows from every tensor of the batch, the KV cache included
-            keep = [row for row in range(len(live)) if row not in set(done)]
+            finished = set(done)
+            keep = [row for row in range(len(live)) if row not in finished]
             keep_t = torch.tensor(keep, dtype=torch.long, device=device)
             cache.batch_select_indices(keep_t)
             tokens, attention_mask, next_pos = tokens[keep_t], attention_mask[keep_t], next_pos[keep_t]
@@ -130,18 +141,22 @@ def _generate_batch(
             generators = [generators[row] for row in keep] if generators is not None else None
             live = [live[row] for row in keep]
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(live), 1))], dim=-1)  # (B, T+1)
-        logits = _forward(model, tokens[:, None], attention_mask, next_pos[:, None], cache)  # (B, V)
+        scores = _forward(model, head, tokens[:, None], attention_mask, next_pos[:, None], cache)
         next_pos = next_pos + 1
 
 
-def _forward(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-             cache: Any) -> torch.Tensor:
-    """Run the model on new tokens (B, T), extending `cache`; the last position's logits (B, V).
+def _forward(model: Any, head: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+             position_ids: torch.Tensor, cache: Any) -> torch.Tensor:
+    """Run the model on new tokens (B, T), extending `cache`: the last position's logits (B, V), or with
+    `head` the decoder's last hidden states (B, D).
 
     Inference mode is entered per call, never across a `yield`, so it cannot leak into the caller.
     """
     import torch
 
+    if head is not None:
+        return head.hidden(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                           past_key_values=cache, use_cache=True)
     with torch.inference_mode():
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                     past_key_values=cache, use_cache=True, logits_to_keep=1)
@@ -156,22 +171,28 @@ def _generators(seeds: list[int] | None, device: torch.device) -> list[torch.Gen
     return [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
 
 
-def _presence(prompts: list[Sequence[int]], vocab: int, device: torch.device) -> torch.Tensor:
-    """(B, V) bool: which tokens each prompt contains (padding excluded), for the repetition penalty."""
+def _seen_ids(prompts: list[Sequence[int]], device: torch.device) -> torch.Tensor:
+    """(B, S) ids of the tokens each prompt contains, for the repetition penalty. Rows are padded by
+    repeating their first token (padding is not a token the prompt contains)."""
     import torch
 
-    seen = torch.zeros((len(prompts), vocab), dtype=torch.bool, device=device)
-    for row, ids in enumerate(prompts):
-        seen[row, torch.tensor(list(ids), dtype=torch.long, device=device)] = True
-    return seen
+    width = max(len(p) for p in prompts)
+    return torch.tensor([list(p) + [p[0]] * (width - len(p)) for p in prompts], dtype=torch.long, device=device)
 
 
-def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    """CTRL's penalty (as transformers applies it): seen tokens' positive logits / p, negative ones * p."""
+def penalise(values: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL's penalty (as transformers applies it): positive logits / p, negative ones * p."""
     import torch
 
-    penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
-    return torch.where(seen, penalised, logits)
+    return torch.where(values > 0, values / penalty, values * penalty)
+
+
+def apply_repetition_penalty(logits: torch.Tensor, seen_ids: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Penalise the tokens in `seen_ids` (B, S) in logits (B, V); repeated ids are penalised once.
+
+    Sparse (gather, penalise, scatter): O(B*S) work instead of O(B*V) with a 262k vocabulary.
+    """
+    return logits.scatter(1, seen_ids, penalise(logits.gather(1, seen_ids), penalty))
 
 
 def filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from babeltune.generate.backends import GenerationRequest, GenerationResult
 from babeltune.generate.decoding import generate_token_ids
@@ -31,6 +31,7 @@ class LocalBackend:
         batch_size: int = 16,
         fingerprint: str | None = None,
         model_name: str = "",
+        bf16_head: Literal["auto", "on", "off"] = "auto",
     ) -> None:
         from babeltune.models.chat import get_template
 
@@ -42,6 +43,8 @@ class LocalBackend:
         self.batch_size = batch_size
         self.model_name = model_name or getattr(getattr(model, "config", None), "_name_or_path", "") or "model"
         self.fingerprint = fingerprint or _weights_fingerprint(model)
+        self.bf16_head = bf16_head
+        self._head: Any = None
         self.identity_extra: dict[str, Any] = {}
         """Anything that changes outputs without changing the weights (e.g. a steering hook) must be
         named here while it is active, so cached generations made without it are not reused."""
@@ -49,18 +52,35 @@ class LocalBackend:
     @classmethod
     def from_pretrained(
         cls, name: str | Path, *, dtype: str = "float32", device: str = "cpu", template: str = "auto",
-        batch_size: int = 16, trust_remote_code: bool = False,
+        batch_size: int = 16, trust_remote_code: bool = False, bf16_head: Literal["auto", "on", "off"] = "auto",
     ) -> LocalBackend:
         """Load `name` (the default alias, a folder, a PEFT adapter folder or a hub id) and wrap it."""
         from babeltune.models.loading import load_model
 
         loaded = load_model(name, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         return cls(loaded.model, loaded.tokenizer, template=template, batch_size=batch_size,
-                   fingerprint=loaded_fingerprint(loaded.path, loaded.adapter), model_name=str(name))
+                   fingerprint=loaded_fingerprint(loaded.path, loaded.adapter), model_name=str(name),
+                   bf16_head=bf16_head)
 
     @property
     def dtype(self) -> str:
         return str(next(self.model.parameters()).dtype).removeprefix("torch.")
+
+    def greedy_head(self) -> Any:
+        """The exact bfloat16 greedy head (see `babeltune.generate.fasthead`), or None when off or not
+        applicable: 'auto' uses it for float32 models on a CPU with native bfloat16 (AVX512-BF16/AMX)."""
+        from babeltune.generate.fasthead import Bf16GreedyHead, cpu_has_fast_bf16, split_head
+
+        if self.bf16_head == "off":
+            return None
+        usable = split_head(self.model) is not None and next(self.model.parameters()).device.type == "cpu"
+        if self.bf16_head == "on" and not usable:
+            raise ValueError("bf16_head=on needs a float32 model on the CPU with a plain, hook-free Linear LM head")
+        if not usable or (self.bf16_head == "auto" and not cpu_has_fast_bf16()):
+            return None
+        if self._head is None or not self._head.is_current(self.model):
+            self._head = Bf16GreedyHead(self.model)  # weights changed (e.g. trained in place): recopy
+        return self._head
 
     def stop_ids(self, settings: DecodingSettings) -> list[int]:
         ids = list(self.template.stop_token_ids(self.tokenizer))
@@ -97,8 +117,9 @@ class LocalBackend:
             return
         seeds = [req.sampling_seed(settings) for req in rendered]
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        head = self.greedy_head() if settings.greedy else None
         for out in generate_token_ids(self.model, prompts, settings, stop_ids=self.stop_ids(settings),
-                                      pad_id=pad_id, batch_size=self.batch_size, seeds=seeds):
+                                      pad_id=pad_id, batch_size=self.batch_size, seeds=seeds, head=head):
             ids = out.token_ids[:-1] if out.finish_reason == "stop" else out.token_ids
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             yield GenerationResult(rendered[out.index].id, text, out.finish_reason, out.prompt_tokens,
