@@ -1,80 +1,115 @@
-"""`babeltune demo`: the main job on the embedded default model and the bundled data.
+"""`babeltune demo`: study A's main job in miniature, on the embedded default model and the bundled data.
 
-Today it runs the stages that exist: it prepares the default model, builds study A's three demo
-mixtures (English-only, English + a pinch of 40 multilingual examples, uniform over the 12 languages)
-from `bundled:train`, and measures the base model's loss on the bundled evaluation split per language
-(the starting point every tuned model is compared with). Training, generation, judging and the report
-join it as those stages land.
+It runs the shipped experiment `demo` (or `demo-quick` with `--quick`) through the experiment runner:
+
+1. three mixtures of the same budget from `bundled:train`: English only, English + a pinch of 40
+   multilingual examples spread over the other 11 languages, and uniform over the 12 languages;
+2. three tuned models (one per mixture);
+3. responses to the bundled evaluation and modifier prompts in all 12 languages;
+4. language fidelity and modifier checks;
+5. side-by-side judging of each model against the English-only model with the offline judge;
+6. a summary table here and a self-contained HTML report.
+
+Re-running the same command reuses every finished stage (and resumes an interrupted one). The sizes
+of the presets (examples, epochs, prompts per language, new tokens) are in
+babeltune/configs/experiments/demo*.yaml; they are chosen to finish in under 30 minutes (`--quick`:
+under 10) on a 2-core CPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import time
 from pathlib import Path
 from typing import Any
 
-DEMO_BUDGET = 160
-EVAL_PER_LANGUAGE = 5
+DEMO_CONDITIONS = ("english_only", "pinch40", "uniform")
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("demo", help="run the main job on the embedded default model and bundled data")
-    parser.add_argument("--out", default="runs/demo", help="run directory")
-    parser.add_argument("--model", default="gemma-3-270m")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = sub.add_parser(
+        "demo", help="tune three models (English-only, a pinch of 40, uniform), evaluate, judge, report",
+        description="Study A in miniature on the embedded default model and the bundled data; prints a summary "
+                    "table and the path of the HTML report. Re-running resumes.")
+    parser.add_argument("--quick", action="store_true", help="the smaller preset (under 10 minutes on 2 CPU cores)")
+    parser.add_argument("--out", default=None, help="run directory (default runs/demo or runs/demo-quick)")
+    parser.add_argument("--model", default=None, help="base model (default: the embedded gemma-3-270m)")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a key of the demo experiment, e.g. --set data.eval_per_language=4")
     parser.set_defaults(func=cmd_demo)
 
 
-def demo_mixtures(seed: int) -> dict[str, Any]:
-    from babeltune.data import MixtureSpec
-    from babeltune.languages import STUDY_A_LANGUAGES
+def demo_config(quick: bool, overrides: list[str]) -> Any:
+    from babeltune.experiments.cli import resolve_experiment
+    from babeltune.experiments.config import load_experiment
 
-    langs = list(STUDY_A_LANGUAGES)
-    return {
-        "english_only": MixtureSpec("monolingual", budget=DEMO_BUDGET, lang="en", seed=seed),
-        "pinch40": MixtureSpec("pinch", budget=DEMO_BUDGET, languages=langs, pinch_count=40, seed=seed),
-        "uniform": MixtureSpec("uniform", budget=DEMO_BUDGET, languages=langs, seed=seed),
-    }
+    return load_experiment(resolve_experiment("demo-quick" if quick else "demo"), overrides)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import torch
+    from babeltune.experiments.cli import resumable
+    from babeltune.experiments.config import expand_conditions
+    from babeltune.experiments.progress import format_duration
+    from babeltune.experiments.runner import run_experiment
 
-    from babeltune.data import build_mixture, load_records, write_jsonl
-    from babeltune.models import get_template, load_model, render_for_training
-    from babeltune.runinfo import write_run_info
-
-    out = Path(args.out)
-    start = time.time()
-    print(f"[1/3] loading {args.model} (the first run builds its cache: about a minute)")
-    loaded = load_model(args.model)
-    source = load_records("bundled:train")
-    print(f"[2/3] building the demo mixtures from bundled:train ({source.report.summary()})")
-    summaries = {}
-    for name, spec in demo_mixtures(args.seed).items():
-        mixture = build_mixture(source.records, spec, source_name="bundled:train")
-        write_jsonl(mixture.records, out / "mixtures" / f"{name}.jsonl")
-        summaries[name] = mixture.summary
-        counts = " ".join(f"{k}={v}" for k, v in mixture.summary["per_language"].items())
-        print(f"      {name:<13} {counts}")
-    print("[3/3] base model loss on bundled:eval per language (response tokens only)")
-    template = get_template(loaded.tokenizer)
-    losses: dict[str, list[float]] = {}
-    for rec in load_records("bundled:eval").records:
-        if len(losses.get(rec.lang, [])) >= EVAL_PER_LANGUAGE:
-            continue
-        ex = render_for_training(loaded.tokenizer, template, rec.messages)
-        with torch.no_grad():
-            loss = loaded.model(input_ids=torch.tensor([ex.input_ids]), labels=torch.tensor([ex.labels])).loss
-        losses.setdefault(rec.lang, []).append(float(loss))
-    table = {lang: sum(v) / len(v) for lang, v in sorted(losses.items())}
-    for lang, value in table.items():
-        print(f"      {lang}  loss {value:.3f}  ({len(losses[lang])} prompts)")
-    write_run_info(out, config={"model": args.model, "seed": args.seed, "budget": DEMO_BUDGET}, seed=args.seed,
-                   data={"bundled:train": source.report.fingerprint, "mixtures": {k: v["fingerprint"] for k, v in
-                                                                                 summaries.items()}})
-    (out / "base_eval_loss.json").write_text(json.dumps(table, indent=2) + "\n")
-    print(f"done in {time.time() - start:.0f} s; results in {out}")
+    overrides = list(args.overrides)
+    if args.model:
+        overrides.append(f"model={args.model}")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    config = demo_config(args.quick, overrides)
+    out = Path(args.out) if args.out else Path("runs") / config.name
+    conditions = expand_conditions(config)
+    start = time.perf_counter()
+    n_eval = config.data.eval_per_language or "all"
+    n_mod = config.data.modifiers_per_language or "all"
+    print(f"babeltune demo{' --quick' if args.quick else ''}: {len(conditions)} models tuned from {config.model} on "
+          f"{config.budget} bundled examples each ({', '.join(c.name for c in conditions)}); evaluated on {n_eval} "
+          f"eval + {n_mod} modifier prompts per language in {len(config.eval_languages)} languages; judged against "
+          f"{config.judge.reference} with the offline judge. Output: {out}", flush=True)
+    command = "babeltune demo" + (" --quick" if args.quick else "") + (f" --out {args.out}" if args.out else "")
+    with resumable(command):
+        summary = run_experiment(config, out)
+    print()
+    print(summary_table(summary.rows, [c.name for c in conditions], config.judge.judges()[0]))
+    print()
+    print(f"done in {format_duration(time.perf_counter() - start)} ({len(summary.ran)} stages run, "
+          f"{len(summary.skipped)} reused from an earlier run)")
+    print(f"results: {out / 'results.csv'}")
+    print(f"report:  {summary.report}")
     return 0
+
+
+def summary_table(rows: list[Any], conditions: list[str], judge: str) -> str:
+    """The demo's table: per condition, SxS vs the reference (all languages) and the evaluation rates."""
+
+    def cell(cond: str, metric: str, scale: float, lang: str = "all", digits: int = 1) -> str:
+        found = [r for r in rows if r.condition == cond and r.metric == metric and r.lang == lang
+                 and (metric != "sxs" or r.judge == judge)]
+        if not found or math.isnan(found[0].value):
+            return "n/a"
+        r = found[0]
+        text = f"{r.value * scale:.{digits}f}"
+        if r.low is not None and r.high is not None and r.n > 1:
+            text += f" [{r.low * scale:.{digits}f}-{r.high * scale:.{digits}f}]"
+        return text
+
+    header = ["condition", "train loss", f"SxS vs reference ({judge})", "correct language %", "modifiers passed %"]
+    table = [header]
+    for cond in conditions:
+        table.append([cond, cell(cond, "train_loss", 1.0, digits=3), cell(cond, "sxs", 1.0),
+                      cell(cond, "correct_language", 100.0), cell(cond, "modifier", 100.0)])
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    langs = sorted({r.lang for r in rows if r.metric == "sxs" and r.lang not in ("all", "seen", "unseen")})
+    if langs:
+        lines.append("")
+        lines.append("SxS score per language (50 = as good as the reference):")
+        lines.append("condition      " + " ".join(f"{lang:>4}" for lang in langs))
+        for cond in conditions:
+            values = [cell(cond, "sxs", 1.0, lang, 0).split(" ")[0] for lang in langs]
+            lines.append(f"{cond:<14} " + " ".join(f"{v:>4}" for v in values))
+    return "\n".join(lines)

@@ -1,0 +1,87 @@
+"""`babeltune run EXPERIMENT.yaml`: run (or resume) an experiment grid end to end."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """`babeltune run`, and `babeltune judge` (the judges' own commands, offered next to the runner)."""
+    from babeltune.judge import cli as judge_cli
+
+    judge_cli.register(sub)
+    parser = sub.add_parser(
+        "run", help="run an experiment grid: mixtures, tuning, generation, evaluation, judging, report",
+        description="Expand EXPERIMENT.yaml into conditions and run mixture -> train -> generate -> evaluate -> "
+                    "judge for each, then write results.{csv,json} and report.html. Re-running the same command "
+                    "skips finished stages and resumes interrupted ones. Shipped experiments: "
+                    + ", ".join(shipped_experiments()) + " (give the name instead of a path).")
+    parser.add_argument("experiment", metavar="EXPERIMENT", help="an experiment YAML file, or a shipped one's name")
+    parser.add_argument("--out", default=None, help="run directory (default runs/NAME)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set budget=80 --set judge.kind=none (repeatable)")
+    parser.add_argument("--no-report", action="store_true", help="do not write report.html")
+    parser.add_argument("--list", action="store_true", help="only list the expanded conditions and exit")
+    parser.set_defaults(func=cmd_run)
+
+
+def experiments_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "configs" / "experiments"
+
+
+def shipped_experiments() -> list[str]:
+    return sorted(p.stem for p in experiments_dir().glob("*.yaml"))
+
+
+def resolve_experiment(name_or_path: str) -> Path:
+    """A YAML path as given, or a shipped experiment by name."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    shipped = experiments_dir() / f"{name_or_path.removesuffix('.yaml')}.yaml"
+    if shipped.exists():
+        return shipped
+    raise FileNotFoundError(f"experiment {name_or_path!r} not found: give a YAML file or one of "
+                            f"{', '.join(shipped_experiments())}")
+
+
+@contextlib.contextmanager
+def resumable(command: str) -> Iterator[None]:
+    """Turn Ctrl-C or SIGTERM (also when training turns it into a checkpointed stop) into one line that
+    says how to resume: the same command again."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise SystemExit(f"\ninterrupted; finished stages are kept: run `{command}` again to resume") from None
+    except Exception as exc:
+        if type(exc).__name__ != "TrainingInterrupted":
+            raise
+        step = getattr(exc, "step", "?")
+        raise SystemExit(f"\ninterrupted; training saved a checkpoint after step {step} and finished stages are "
+                         f"kept: run `{command}` again to resume") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from babeltune.experiments.config import expand_conditions, load_experiment
+    from babeltune.experiments.progress import format_duration
+    from babeltune.experiments.runner import run_experiment
+
+    config = load_experiment(resolve_experiment(args.experiment), args.overrides)
+    conditions = expand_conditions(config)
+    if args.list:
+        for cond in conditions:
+            print(f"{cond.name:<24} {cond.mixture.recipe:<12} budget={cond.mixture.budget} {cond.varied or ''}")
+        return 0
+    out = Path(args.out) if args.out else Path("runs") / config.name
+    print(f"experiment {config.name}: {len(conditions)} condition(s) -> {out}")
+    with resumable(f"babeltune run {args.experiment}" + (f" --out {args.out}" if args.out else "")):
+        summary = run_experiment(config, out, report=not args.no_report)
+    print(f"finished in {format_duration(summary.seconds)} ({len(summary.ran)} stage(s) run, {len(summary.skipped)} "
+          f"already done); results: {out / 'results.csv'}")
+    if summary.report:
+        print(f"report: {summary.report}")
+    return 0

@@ -1,0 +1,268 @@
+"""An experiment file: a grid of tuning conditions and what to do with each (`babeltune run EXP.yaml`).
+
+```yaml
+name: study-a-pinch
+model: gemma-3-270m
+budget: 160                      # examples per tuned model (exact)
+languages: [ar, zh, cs, en, ...] # the mixture pool
+eval_languages: [ar, zh, ...]    # evaluated in these
+conditions:
+  - name: "pinch-{pinch_percent}"
+    mixture: {recipe: pinch}
+    vary: {mixture.pinch_percent: [1, 10, 20, 50, 100]}
+train: {lr: 1.0e-4, epochs: 2}   # the training stage's own config keys
+generate: {max_new_tokens: 128}  # decoding settings
+judge: {kind: reference, reference: "mono-{lang}", reference_run: runs/study-a-monolingual}
+```
+
+A condition's `vary` maps dotted keys (`mixture.X`, `train.X`, `budget`) to lists of values; the
+condition expands into the cartesian product, named by formatting `name` with the varied values (by
+their last key part; lists joined with "-") and `{k}`, the number of tuning languages. The whole grid
+is expanded and every condition's configs are built (and validated) before anything runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from babeltune.config import ConfigError, load_config
+from babeltune.data.mixtures import MixtureSpec
+from babeltune.judge.reference import ReferenceJudgeConfig
+from babeltune.languages import STUDY_A_LANGUAGES, parse_language_list
+
+
+@dataclass
+class ConditionSpec:
+    """One entry of the grid (it may expand into several conditions through `vary`)."""
+
+    name: str
+    """The condition's name, a folder name: letters, digits, '-', '_', '.', and {placeholders} for the
+    varied keys (e.g. "mono-{lang}")."""
+    mixture: dict[str, Any] = field(default_factory=dict)
+    """`MixtureSpec` fields (recipe, lang, languages, pinch_count, pinch_percent, budget); budget,
+    languages, seed and eval languages default to the experiment's."""
+    train: dict[str, Any] = field(default_factory=dict)
+    """Training config keys for this condition, over the experiment's `train`."""
+    vary: dict[str, list[Any]] = field(default_factory=dict)
+    """Dotted key -> values: one condition per combination (cartesian product)."""
+
+    def __post_init__(self) -> None:
+        for key, values in self.vary.items():
+            if key.split(".")[0] not in ("mixture", "train", "budget"):
+                raise ConfigError(f"condition {self.name!r}: vary key {key!r} must start with mixture., train. or be "
+                                  f"budget")
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"condition {self.name!r}: vary.{key} must be a non-empty list of values")
+
+
+@dataclass
+class DataConfig:
+    """Where the tuning and evaluation prompts come from (any babeltune data source)."""
+
+    train: str = "bundled:train"
+    """The parallel source mixtures draw from."""
+    eval: str = "bundled:eval"
+    """Open prompts: generated, language-checked and judged side by side."""
+    modifiers: str | None = "bundled:modifiers"
+    """Prompts with a modifier instruction (study B), checked by the evaluation stage; null to skip."""
+    eval_per_language: int | None = None
+    """Use only the first N eval prompts (by pid order) per language; null = all."""
+    modifiers_per_language: int | None = None
+    """Use only the first N modifier prompts per language; null = all."""
+
+    def __post_init__(self) -> None:
+        for name in ("eval_per_language", "modifiers_per_language"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"data.{name} must be >= 1 or null, got {value}")
+
+
+@dataclass
+class LLMJudgeConfig:
+    """An LLM judge behind an OpenAI-compatible endpoint, or a local model."""
+
+    endpoint: str | None = None
+    """Base URL of an OpenAI-compatible API (e.g. http://127.0.0.1:8000/v1); null = use `local_model`."""
+    model: str | None = None
+    """Model name to request from the endpoint."""
+    local_model: str | None = None
+    """A model babeltune loads (folder, hub id) to judge in-process when no endpoint is given."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (may be unset for local servers)."""
+    max_new_tokens: int = 256
+    """Room for the judge's short reasoning and its verdict."""
+    concurrency: int = 8
+    """Requests in flight at once (endpoint)."""
+    timeout_s: float = 120.0
+    """Per-request timeout (endpoint)."""
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.endpoint or self.local_model)
+
+
+@dataclass
+class JudgeSettings:
+    """Who judges side by side, against which reference, and whether the rubric runs."""
+
+    kind: Literal["reference", "llm", "none"] = "reference"
+    """The primary SxS judge: `reference` (offline), `llm`, or `none` (no SxS scores)."""
+    also: list[Literal["reference", "llm"]] = field(default_factory=list)
+    """Further judges run on the same pairs; their agreement with the primary one is reported."""
+    reference: str = "mono-{lang}"
+    """The condition each language is compared against: a name with {lang} (study A: the model tuned
+    monolingually on that language) or a plain condition name (one reference for all languages)."""
+    reference_per_language: dict[str, str] = field(default_factory=dict)
+    """Language -> condition name, overriding `reference` for those languages."""
+    reference_run: str | None = None
+    """Another experiment's run directory to take the reference conditions from (e.g. the monolingual
+    12 x 12 run); null = this run."""
+    skip_self: bool = False
+    """Do not judge a condition against itself (its score would be 50 by construction)."""
+    retries: int = 1
+    """Times an unparseable verdict is asked again before it is recorded as invalid."""
+    batch_size: int = 32
+    """Pairs judged (and cached) per batch."""
+    rubric: bool = False
+    """Also grade every eval response alone on study B's six criteria (needs the LLM judge)."""
+    offline: ReferenceJudgeConfig = field(default_factory=ReferenceJudgeConfig)
+    """Settings of the offline reference-based judge."""
+    llm: LLMJudgeConfig = field(default_factory=LLMJudgeConfig)
+    """Settings of the LLM judge."""
+
+    def __post_init__(self) -> None:
+        if self.retries < 0:
+            raise ConfigError(f"judge.retries must be >= 0, got {self.retries}")
+        needs_llm = self.kind == "llm" or "llm" in self.also or self.rubric
+        if needs_llm and not self.llm.configured:
+            raise ConfigError("the LLM judge needs judge.llm.endpoint (an OpenAI-compatible API) or "
+                              "judge.llm.local_model; or use judge.kind=reference (offline)")
+
+    def judges(self) -> list[str]:
+        """Every SxS judge to run, primary first."""
+        kinds: list[str] = [] if self.kind == "none" else [self.kind]
+        return kinds + [str(k) for k in self.also if k not in kinds]
+
+    def reference_for(self, lang: str) -> str:
+        return self.reference_per_language.get(lang) or self.reference.replace("{lang}", lang)
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole experiment: grid, data, stage settings, judging."""
+
+    name: str
+    """Names the run (the default output folder is runs/NAME)."""
+    conditions: list[ConditionSpec]
+    """The grid (see the module docstring)."""
+    model: str = "gemma-3-270m"
+    """The base model every condition tunes (alias, folder or hub id)."""
+    seed: int = 0
+    """Seed for mixtures, training and sampling."""
+    budget: int = 160
+    """Tuning examples per condition (exact); a condition's mixture.budget overrides it."""
+    languages: list[str] = field(default_factory=lambda: list(STUDY_A_LANGUAGES))
+    """The mixture language pool (mixture.languages overrides it per condition)."""
+    eval_languages: list[str] = field(default_factory=lambda: list(STUDY_A_LANGUAGES))
+    """Languages evaluated and judged."""
+    data: DataConfig = field(default_factory=DataConfig)
+    train: dict[str, Any] = field(default_factory=dict)
+    """Training config keys (the training stage's TrainConfig) shared by all conditions."""
+    generate: dict[str, Any] = field(default_factory=dict)
+    """Decoding settings (max_new_tokens, temperature, repetition_penalty, ...) and `batch_size`."""
+    judge: JudgeSettings = field(default_factory=JudgeSettings)
+    samples_per_language: int = 3
+    """Prompts per language shown side by side in the report."""
+
+    def __post_init__(self) -> None:
+        if not self.conditions:
+            raise ConfigError("an experiment needs at least one condition")
+        if self.budget < 1:
+            raise ConfigError(f"budget must be >= 1, got {self.budget}")
+        self.languages = parse_language_list(self.languages)
+        self.eval_languages = parse_language_list(self.eval_languages)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One expanded, validated condition: the unit the runner trains, generates, evaluates and judges."""
+
+    name: str
+    mixture: MixtureSpec
+    train: dict[str, Any]
+    """The experiment's train keys with the condition's applied."""
+    varied: dict[str, Any]
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    return load_config(ExperimentConfig, path, overrides or [])
+
+
+_NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def expand_conditions(config: ExperimentConfig) -> list[Condition]:
+    """Every condition of the grid, in file order, with unique names and validated mixtures."""
+    out: list[Condition] = []
+    for spec in config.conditions:
+        keys = list(spec.vary)
+        for combo in itertools.product(*(spec.vary[k] for k in keys)) if keys else [()]:
+            out.append(_build_condition(config, spec, dict(zip(keys, combo, strict=True))))
+    names = [c.name for c in out]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"condition names must be unique; repeated: {', '.join(duplicates)} (put the varied "
+                          f"keys into the name, e.g. 'pinch-{{pinch_percent}}')")
+    return out
+
+
+def _build_condition(config: ExperimentConfig, spec: ConditionSpec, varied: dict[str, Any]) -> Condition:
+    mixture = copy.deepcopy(spec.mixture)
+    train = {**copy.deepcopy(config.train), **copy.deepcopy(spec.train)}
+    budget = mixture.pop("budget", config.budget)
+    for key, value in varied.items():
+        section, _, rest = key.partition(".")
+        if section == "budget":
+            budget = value
+        else:
+            _set_dotted(mixture if section == "mixture" else train, rest, value)
+    budget = mixture.pop("budget", budget)
+    fields = {"languages": list(config.languages), "seed": config.seed,
+              "eval_languages": list(config.eval_languages), **mixture, "budget": budget}
+    placeholders = {key.split(".")[-1]: _name_part(v) for key, v in varied.items()}
+    langs = fields.get("languages") if fields.get("recipe") in ("languages", "uniform") else None
+    placeholders["k"] = str(len(langs)) if langs else "1"
+    try:
+        name = spec.name.format(**placeholders)
+    except (KeyError, IndexError) as exc:
+        raise ConfigError(f"condition name {spec.name!r} uses {exc}, which is not a varied key; known: "
+                          f"{', '.join(sorted(placeholders))}") from exc
+    if not name or set(name) - _NAME_OK:
+        raise ConfigError(f"condition name {name!r} must be letters, digits, '-', '_' or '.' (it names a folder)")
+    try:
+        mixture_spec = MixtureSpec(**fields)
+    except TypeError as exc:
+        raise ConfigError(f"condition {name}: mixture: {exc}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"condition {name}: {exc}") from exc
+    return Condition(name, mixture_spec, train, varied)
+
+
+def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = target
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def _name_part(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return "-".join(str(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

@@ -1,0 +1,44 @@
+"""The evaluate stage of an experiment: the evaluation stage's metrics, renamed into result rows.
+
+Open prompts (`eval` split) give the language-fidelity rows; modifier prompts give the modifier pass
+rates (per kind and all kinds together). Scope "overall" becomes lang "all". Everything the
+evaluation stage writes (scored responses, its own tables) is kept beside, in `eval/SPLIT/`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from babeltune.experiments.results import ResultRow
+
+# (split, evaluation metric, kind or None for any) -> result metric name; None kind keeps the kind.
+EVAL_METRICS: dict[str, str] = {
+    "correct_language_rate": "correct_language",
+    "code_switching_rate": "code_switching",
+    "response_length": "response_words",
+    "failed_rate": "failed",
+}
+
+
+def evaluation_rows(condition: str, generations: dict[str, Path], *, seed: int = 0) -> list[ResultRow]:
+    """Result rows of one condition from its generation files (keys: 'eval', 'modifiers')."""
+    from babeltune.evaluate import EvalConfig, evaluate
+
+    config = EvalConfig(seed=seed)
+    rows: list[ResultRow] = []
+    for split, path in generations.items():
+        result = evaluate(path, path.parent.parent / "eval" / split, config)
+        for m in result.metrics:
+            lang = "all" if m.scope == "overall" else m.scope
+            name: str | None = None
+            if split == "eval" and m.metric in EVAL_METRICS:
+                name = EVAL_METRICS[m.metric]
+            elif split == "modifiers" and m.metric == "modifier_pass_rate":
+                name = "modifier" if m.kind == "all" else f"modifier:{m.kind}"
+            if name is None:
+                continue
+            low = None if math.isnan(m.ci_low) else m.ci_low
+            high = None if math.isnan(m.ci_high) else m.ci_high
+            rows.append(ResultRow(condition, lang, name, m.value, low, high, m.n))
+    return rows

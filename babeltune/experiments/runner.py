@@ -1,0 +1,415 @@
+"""`babeltune run EXPERIMENT.yaml`: grid -> conditions -> mixture -> train -> generate -> evaluate -> judge.
+
+Layout of a run directory:
+
+    RUN_DIR/run.json, config.yaml           what ran (write_run_info)
+    RUN_DIR/conditions/NAME/mixture.jsonl   + .summary.json
+    RUN_DIR/conditions/NAME/train/          the tuned model (the training stage's run folder)
+    RUN_DIR/conditions/NAME/generations/{eval,modifiers}.jsonl
+    RUN_DIR/conditions/NAME/eval/rows.json  the evaluation stage's metrics as result rows
+    RUN_DIR/conditions/NAME/judge/KIND.cache.jsonl, KIND.jsonl   judgements (cache, final)
+    RUN_DIR/conditions/NAME/stages.json     finished stages and their fingerprints
+    RUN_DIR/results.{json,csv}, samples.json, report.html
+
+Every stage is skipped on a re-run when it finished before with the same inputs (`stages`), and the
+stages themselves resume mid-way from their own caches, so an interrupted run is simply run again.
+The stage implementations are behind `Pipeline` (`pipeline.py` has the real one); tests swap in
+fast fakes to check the orchestration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from babeltune.data import ChatRecord, build_mixture, load_records, write_jsonl
+from babeltune.data.readers import fingerprint_records
+from babeltune.experiments.config import Condition, ExperimentConfig, expand_conditions
+from babeltune.experiments.judging import agreement_rows, sxs_result_rows
+from babeltune.experiments.progress import ProgressPlan, Unit
+from babeltune.experiments.results import ResultRow, write_results
+from babeltune.experiments.stages import StageLog, fingerprint
+from babeltune.judge import (
+    JudgementCache,
+    PairwiseJudge,
+    RubricItem,
+    RubricJudge,
+    SxSJudgement,
+    rubric_scores,
+    run_rubric,
+)
+from babeltune.judge.pairs import load_judgements, plan_pairs, run_judge, save_judgements
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("eval", "modifiers")
+
+
+@dataclass
+class ConditionPaths:
+    root: Path
+
+    @property
+    def mixture(self) -> Path:
+        return self.root / "mixture.jsonl"
+
+    @property
+    def train(self) -> Path:
+        return self.root / "train"
+
+    def generations(self, split: str) -> Path:
+        return self.root / "generations" / f"{split}.jsonl"
+
+    @property
+    def eval_rows(self) -> Path:
+        return self.root / "eval" / "rows.json"
+
+    def judge_cache(self, kind: str) -> Path:
+        return self.root / "judge" / f"{kind}.cache.jsonl"
+
+    def judgements(self, kind: str) -> Path:
+        return self.root / "judge" / f"{kind}.jsonl"
+
+
+class Pipeline(Protocol):
+    """The stage implementations the runner calls (see `babeltune.experiments.pipeline`)."""
+
+    def train(self, config: ExperimentConfig, condition: Condition, mixture: Path, out_dir: Path) -> dict[str, Any]:
+        """Tune `config.model` on the mixture into `out_dir` (resuming from its checkpoints); return at least
+        {"model": path of the tuned model, "final_loss": float}."""
+        ...
+
+    def generate(
+        self, config: ExperimentConfig, model: str, records: Sequence[ChatRecord], out: Path,
+    ) -> dict[str, Any]:
+        """Generate a response per record into `out` (resuming a partial file); return a summary."""
+        ...
+
+    def evaluate(self, config: ExperimentConfig, condition: str, generations: dict[str, Path]) -> list[ResultRow]:
+        """Language fidelity and modifier metrics of the generations, as result rows."""
+        ...
+
+    def pairwise_judge(self, kind: str, config: ExperimentConfig) -> PairwiseJudge:
+        ...
+
+    def rubric_judge(self, config: ExperimentConfig) -> RubricJudge:
+        ...
+
+    def release(self) -> None:
+        """Free models held between stages (before judging)."""
+        ...
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    rows: list[ResultRow]
+    ran: list[str] = field(default_factory=list)
+    """`condition:stage` units that ran in this call."""
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    report: Path | None = None
+
+
+def select_per_language(records: Sequence[ChatRecord], languages: Sequence[str], limit: int | None) -> list[ChatRecord]:
+    """Records of `languages`, keeping the first `limit` pids (sorted) per language."""
+    out = []
+    for lang in languages:
+        recs = sorted((r for r in records if r.lang == lang), key=lambda r: r.pid)
+        out.extend(recs if limit is None else recs[:limit])
+    return out
+
+
+class ExperimentRunner:
+    """Runs one experiment into one run directory; see the module docstring."""
+
+    def __init__(self, config: ExperimentConfig, run_dir: str | Path, pipeline: Pipeline | None = None, *,
+                 progress: bool = True, report: bool = True) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        if pipeline is None:
+            from babeltune.experiments.pipeline import RealPipeline
+
+            pipeline = RealPipeline()
+        self.pipeline = pipeline
+        self.make_report = report
+        self.conditions = expand_conditions(config)
+        self.show_progress = progress
+        self.summary = RunSummary(self.run_dir, [])
+
+    # ------------------------------------------------------------------ data
+    def _load_data(self) -> None:
+        cfg = self.config
+        self.train_source = load_records(cfg.data.train)
+        self.splits: dict[str, list[ChatRecord]] = {}
+        self.data_fingerprints: dict[str, str] = {cfg.data.train: self.train_source.report.fingerprint}
+        sources = {"eval": (cfg.data.eval, cfg.data.eval_per_language),
+                   "modifiers": (cfg.data.modifiers, cfg.data.modifiers_per_language)}
+        for split, (source, limit) in sources.items():
+            if source is None:
+                continue
+            loaded = load_records(source, languages=cfg.eval_languages)
+            self.splits[split] = select_per_language(loaded.records, cfg.eval_languages, limit)
+            self.data_fingerprints[split] = fingerprint_records(self.splits[split])
+        missing = [lang for lang in cfg.eval_languages if not any(r.lang == lang for r in self.splits.get("eval", []))]
+        if missing:
+            raise ValueError(f"the eval data {cfg.data.eval} has no prompts in {', '.join(missing)} (eval_languages)")
+
+    # ------------------------------------------------------------------ plan
+    def _plan(self) -> ProgressPlan:
+        cfg = self.config
+        epochs = float(cfg.train.get("epochs", 1) or 1)
+        max_new = float(cfg.generate.get("decoding", {}).get("max_new_tokens", 512))
+        units = []
+        for cond in self.conditions:
+            units.append(Unit(f"{cond.name}:train", f"{cond.name}: tune on {cond.mixture.budget} examples", "train",
+                              cond.mixture.budget * epochs))
+            for split, records in self.splits.items():
+                units.append(Unit(f"{cond.name}:generate:{split}", f"{cond.name}: generate {len(records)} {split} "
+                                  f"responses", "generate", len(records) * max_new))
+            units.append(Unit(f"{cond.name}:evaluate", f"{cond.name}: evaluate", "evaluate",
+                              sum(len(r) for r in self.splits.values())))
+        n_pairs = len(self.splits.get("eval", []))
+        for kind in cfg.judge.judges():
+            for cond in self.conditions:
+                units.append(Unit(f"{cond.name}:judge:{kind}", f"{cond.name}: judge side by side ({kind})", "judge",
+                                  n_pairs))
+        return ProgressPlan(units, enabled=self.show_progress)
+
+    # ------------------------------------------------------------------ stages
+    def _stage(self, logbook: StageLog, key: str, stage: str, fp: str, outputs: Sequence[Path],
+               fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        done = logbook.done(stage, fp)
+        unit_exists = key in self.plan.units
+        if done is not None and all(p.exists() for p in outputs):
+            self.summary.skipped.append(key)
+            if unit_exists:
+                self.plan.skip(key)
+            return done.info
+        if unit_exists:
+            self.plan.start(key)
+        start = time.perf_counter()
+        info = fn()
+        seconds = time.perf_counter() - start
+        logbook.mark(stage, fp, seconds, info)
+        self.summary.ran.append(key)
+        if unit_exists:
+            self.plan.finish(key, seconds)
+        return info
+
+    def _run_condition(self, cond: Condition) -> dict[str, Any]:
+        cfg = self.config
+        paths = ConditionPaths(self.run_dir / "conditions" / cond.name)
+        logbook = StageLog(paths.root)
+        state: dict[str, Any] = {}
+        fp_mix = fingerprint("mixture", asdict(cond.mixture), self.data_fingerprints[cfg.data.train])
+
+        def do_mixture() -> dict[str, Any]:
+            mixture = build_mixture(self.train_source.records, cond.mixture, source_name=cfg.data.train)
+            write_jsonl(mixture.records, paths.mixture)
+            paths.mixture.with_name(paths.mixture.name + ".summary.json").write_text(
+                json.dumps(mixture.summary, indent=1, ensure_ascii=False), encoding="utf-8")
+            return {"summary": mixture.summary}
+
+        state["mixture"] = self._stage(logbook, f"{cond.name}:mixture", "mixture", fp_mix, [paths.mixture], do_mixture)
+        fp_train = fingerprint("train", fp_mix, cond.train, cfg.model, cfg.seed)
+        state["train"] = self._stage(logbook, f"{cond.name}:train", "train", fp_train, [paths.train],
+                                     lambda: self.pipeline.train(cfg, cond, paths.mixture, paths.train))
+        model = str(state["train"]["model"])
+        generations: dict[str, Path] = {}
+        gen_fps: dict[str, str] = {}
+        for split, records in self.splits.items():
+            out = paths.generations(split)
+            gen_fps[split] = fingerprint("generate", fp_train, cfg.generate, self.data_fingerprints[split])
+            self._stage(logbook, f"{cond.name}:generate:{split}", f"generate:{split}", gen_fps[split], [out],
+                        lambda records=records, out=out: self.pipeline.generate(cfg, model, records, out))  # type: ignore[misc]
+            generations[split] = out
+        fp_eval = fingerprint("evaluate", gen_fps)
+
+        def do_evaluate() -> dict[str, Any]:
+            rows = self.pipeline.evaluate(cfg, cond.name, generations)
+            paths.eval_rows.parent.mkdir(parents=True, exist_ok=True)
+            paths.eval_rows.write_text(json.dumps([r.to_dict() for r in rows], indent=1), encoding="utf-8")
+            return {"rows": len(rows)}
+
+        self._stage(logbook, f"{cond.name}:evaluate", "evaluate", fp_eval, [paths.eval_rows], do_evaluate)
+        state["generate_fingerprint"] = gen_fps.get("eval")
+        return state
+
+    # ------------------------------------------------------------------ judging
+    def _reference_rows(self, name: str) -> tuple[str, list[dict[str, Any]], str] | None:
+        """(name, eval generation rows, their stage fingerprint) of a reference condition, or None."""
+        root = Path(self.config.judge.reference_run) if self.config.judge.reference_run else self.run_dir
+        paths = ConditionPaths(root / "conditions" / name)
+        gen = paths.generations("eval")
+        if not gen.exists():
+            return None
+        record = StageLog(paths.root).records.get("generate:eval")
+        return name, _read_rows(gen), record.fingerprint if record else "unknown"
+
+    def _judge_all(self, states: dict[str, dict[str, Any]]) -> tuple[list[ResultRow], dict[str, Any]]:
+        cfg = self.config
+        rows: list[ResultRow] = []
+        meta: dict[str, Any] = {"no_reference": {}}
+        all_judgements: dict[str, dict[str, list[SxSJudgement]]] = {}
+        ref_cache: dict[str, tuple[str, list[dict[str, Any]], str] | None] = {}
+        for kind in cfg.judge.judges():
+            judge = self.pipeline.pairwise_judge(kind, cfg)
+            for cond in self.conditions:
+                paths = ConditionPaths(self.run_dir / "conditions" / cond.name)
+                candidate = _read_rows(paths.generations("eval"))
+                references: dict[str, tuple[str, list[dict[str, Any]]] | None] = {}
+                ref_fps = {}
+                for lang in cfg.eval_languages:
+                    name = cfg.judge.reference_for(lang)
+                    if cfg.judge.skip_self and name == cond.name:
+                        references[lang] = None
+                        continue
+                    if name not in ref_cache:
+                        ref_cache[name] = self._reference_rows(name)
+                    found = ref_cache[name]
+                    references[lang] = (found[0], found[1]) if found else None
+                    ref_fps[lang] = (name, found[2] if found else None)
+                pair_plan = plan_pairs(candidate, references, cfg.eval_languages)
+                if pair_plan.no_reference:
+                    meta["no_reference"][cond.name] = pair_plan.no_reference
+                fp = fingerprint("judge", judge.fingerprint(), states[cond.name]["generate_fingerprint"], ref_fps,
+                                 cfg.judge.retries)
+                logbook = StageLog(paths.root)
+                key = f"{cond.name}:judge:{kind}"
+
+                def do_judge(pair_plan: Any = pair_plan, paths: ConditionPaths = paths, judge: Any = judge,
+                             kind: str = kind) -> dict[str, Any]:
+                    judgements = run_judge(pair_plan, judge, paths.judge_cache(kind), retries=cfg.judge.retries,
+                                           batch_size=cfg.judge.batch_size)
+                    save_judgements(paths.judgements(kind), judgements)
+                    return {"pairs": len(judgements), "invalid": sum(j.outcome == "invalid" for j in judgements)}
+
+                self._stage(logbook, key, f"judge:{kind}", fp, [paths.judgements(kind)], do_judge)
+                judgements = load_judgements(paths.judgements(kind))
+                all_judgements.setdefault(cond.name, {})[kind] = judgements
+                seen = states[cond.name]["mixture"]["summary"].get("seen_languages")
+                rows += sxs_result_rows(cond.name, kind, pair_plan, judgements, seen, cfg.seed)
+        kinds = cfg.judge.judges()
+        for cond_name, by_kind in all_judgements.items():
+            for other in kinds[1:]:
+                rows += agreement_rows(cond_name, kinds[0], by_kind[kinds[0]], other, by_kind[other])
+        if cfg.judge.rubric:
+            rows += self._rubric_all()
+        return rows, meta
+
+    def _rubric_all(self) -> list[ResultRow]:
+        """Study B's rubric on every eval response of every condition (cached and resumable)."""
+        cfg = self.config
+        judge = self.pipeline.rubric_judge(cfg)
+        rows: list[ResultRow] = []
+        for cond in self.conditions:
+            paths = ConditionPaths(self.run_dir / "conditions" / cond.name)
+            gen_rows = _read_rows(paths.generations("eval"))
+            items = [RubricItem(r["id"], r["pid"], r["lang"], r["prompt"], r["response"] or "") for r in gen_rows
+                     if r.get("error") is None]
+            failed = len(gen_rows) - len(items)
+            judgements = run_rubric(items, judge, JudgementCache(paths.judge_cache("rubric")),
+                                    retries=cfg.judge.retries, batch_size=cfg.judge.batch_size)
+            paths.judgements("rubric").write_text(
+                "".join(json.dumps(j.to_dict(), ensure_ascii=False) + "\n" for j in judgements), encoding="utf-8")
+            for lang, score in rubric_scores(judgements, seed=cfg.seed).items():
+                for criterion, ci in score.criteria.items():
+                    rows.append(ResultRow(cond.name, lang, f"rubric:{criterion}", ci.mean, ci.low, ci.high, ci.n,
+                                          score.invalid + (failed if lang == "all" else 0), judge.name))
+        return rows
+
+    # ------------------------------------------------------------------ main
+    def run(self) -> RunSummary:
+        from babeltune.runinfo import write_run_info
+
+        start = time.perf_counter()
+        self._load_data()
+        self.plan = self._plan()
+        write_run_info(self.run_dir, config=self.config, seed=self.config.seed, data=self.data_fingerprints,
+                       extra={"conditions": [c.name for c in self.conditions]})
+        states = {}
+        for cond in self.conditions:
+            states[cond.name] = self._run_condition(cond)
+        self.pipeline.release()
+        rows: list[ResultRow] = []
+        for cond in self.conditions:
+            paths = ConditionPaths(self.run_dir / "conditions" / cond.name)
+            rows += [ResultRow.from_dict(r) for r in json.loads(paths.eval_rows.read_text(encoding="utf-8"))]
+            loss = states[cond.name]["train"].get("final_loss")
+            if loss is not None:
+                rows.append(ResultRow(cond.name, "all", "train_loss", float(loss), n=cond.mixture.budget))
+        judge_rows, judge_meta = self._judge_all(states)
+        rows += judge_rows
+        meta = self._meta(states, judge_meta)
+        write_results(rows, self.run_dir, meta)
+        self._write_samples()
+        self.summary.rows = rows
+        if self.make_report:
+            from babeltune.report import build_report
+
+            self.summary.report = build_report(self.run_dir)
+        self.summary.seconds = time.perf_counter() - start
+        return self.summary
+
+    def _meta(self, states: dict[str, dict[str, Any]], judge_meta: dict[str, Any]) -> dict[str, Any]:
+        cfg = self.config
+        info = {}
+        for cond in self.conditions:
+            summary = states[cond.name]["mixture"]["summary"]
+            refs = sorted({cfg.judge.reference_for(lang) for lang in cfg.eval_languages})
+            info[cond.name] = {"mixture": _describe(cond), "per_language": summary.get("per_language", {}),
+                               "seen_languages": summary.get("seen_languages", []),
+                               "reference": refs[0] if len(refs) == 1 else cfg.judge.reference,
+                               "varied": cond.varied}
+        kinds = cfg.judge.judges()
+        return {"experiment": cfg.name, "model": cfg.model, "conditions": [c.name for c in self.conditions],
+                "languages": list(cfg.eval_languages), "primary_judge": kinds[0] if kinds else None,
+                "judges": kinds, "condition_info": info,
+                "reference_note": f"Reference per language: {cfg.judge.reference}"
+                                  + (f" from {cfg.judge.reference_run}" if cfg.judge.reference_run else "") + ".",
+                **judge_meta}
+
+    def _write_samples(self) -> None:
+        from babeltune.report import SAMPLES_JSON
+
+        eval_records = self.splits.get("eval", [])
+        responses = {c.name: {r["id"]: r for r in _read_rows(ConditionPaths(self.run_dir / "conditions" / c.name)
+                                                             .generations("eval"))} for c in self.conditions}
+        out: dict[str, list[dict[str, Any]]] = {}
+        for lang in self.config.eval_languages:
+            recs = [r for r in eval_records if r.lang == lang][: self.config.samples_per_language]
+            out[lang] = [{"id": r.id, "pid": r.pid, "prompt": r.prompt, "reference": r.response,
+                          "responses": {c: (responses[c].get(r.id) or {}).get("response") or "" for c in responses}}
+                         for r in recs]
+        (self.run_dir / SAMPLES_JSON).write_text(json.dumps({"languages": out}, ensure_ascii=False, indent=1),
+                                                 encoding="utf-8")
+
+
+def _describe(cond: Condition) -> str:
+    m = cond.mixture
+    if m.recipe == "monolingual":
+        return f"monolingual {m.lang}"
+    if m.recipe == "pinch":
+        count = m.pinch_count if m.pinch_count is not None else 40
+        amount = f"{m.pinch_percent}%" if m.pinch_percent is not None else f"{count} examples"
+        return f"pinch {amount} over {len(m.languages)} languages, base {m.lang or 'en'}"
+    return f"{m.recipe} over {','.join(m.languages)}"
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """A generation file's rows (strictly checked by the generation stage's reader); none if absent."""
+    from babeltune.generate import read_generations
+
+    return read_generations(path) if path.exists() else []
+
+
+def run_experiment(config: ExperimentConfig, run_dir: str | Path, pipeline: Pipeline | None = None, *,
+                   progress: bool = True, report: bool = True) -> RunSummary:
+    """Run (or resume) `config` into `run_dir`; see `ExperimentRunner`."""
+    return ExperimentRunner(config, run_dir, pipeline, progress=progress, report=report).run()
