@@ -97,3 +97,9 @@ def test_bad_steering_requests(tiny_tok: Any, tiny_lm: Any, subspace: LanguageSu
     with pytest.raises(ValueError, match="needs a target language"), steer(tiny_lm, subspace), torch.no_grad():
         tiny_lm(_ids(tiny_tok))
     assert _hooks(tiny_lm) == 0
+
+
+def test_digest_names_the_content(subspace: LanguageSubspace) -> None:
+    a = LanguageSubspace.from_means(LANGS, "en", subspace.means)
+    assert a.digest() == LanguageSubspace.from_means(LANGS, "en", subspace.means).digest()
+    assert a.digest() != LanguageSubspace.from_means(LANGS, "es", subspace.means).digest()

@@ -3,21 +3,21 @@
 Per layer, on sentences that were not used to compute the means:
 
 - `specific_acc`: nearest-centroid language identification inside the language-specific subspace
-  (P_s h against P_s mean_l). High means the subspace separates languages.
-- `full_acc`: the same in the full hidden space, for contrast.
-- `raw_cos`: mean cosine similarity between the held-out means of different languages.
-- `shared_cos`: the same after removing the language-specific part (h - P_s h): how alike languages
-  look once their language-specific component is gone (higher = more shared).
+  (P_s h against P_s mean_l). High means the subspace separates languages. (With r = n - 1 every mean
+  is c + a point of M_s and c is orthogonal to M_s, so this equals nearest-centroid accuracy in the full
+  space: the subspace keeps all the language identity the means carry.)
+- `specific_share`: mean |P_s h|^2 / |h|^2, the share of a state's energy in the subspace.
 - `common_cv`: spread across languages of the mean coefficient on the common vector (std / |mean|);
   near 0 means the common vector is language-neutral on unseen sentences too.
-- `retrieval_raw` / `retrieval_shared` (parallel data only): how often a sentence's nearest English
-  neighbour (cosine) among the held-out English sentences is its translation, in the full space and
-  after removing P_s h.
+- with parallel data (shared pids), against the central language's translation of each sentence,
+  on states centred by their mean over all held-out sentences (the raw states share a large offset that
+  makes every cosine near 1), in the full space (`raw`) and after removing P_s h (`shared`):
+  `pair_cos_*`, the mean cosine between a sentence and its translation, and `retrieval_*`, how often
+  the translation is the nearest (cosine) of the central language's held-out sentences.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -32,10 +32,10 @@ from babeltune.lens.subspace import LanguageSubspace
 class LayerDiagnostics:
     layer: int
     specific_acc: float
-    full_acc: float
-    raw_cos: float
-    shared_cos: float
+    specific_share: float
     common_cv: float
+    pair_cos_raw: float | None = None
+    pair_cos_shared: float | None = None
     retrieval_raw: float | None = None
     retrieval_shared: float | None = None
 
@@ -52,19 +52,16 @@ def _nearest_centroid_acc(points: dict[str, torch.Tensor], centroids: torch.Tens
     return hits / total if total else float("nan")
 
 
-def _mean_pairwise_cos(means: torch.Tensor) -> float:
-    unit = torch.nn.functional.normalize(means.double(), dim=-1)  # (n, D)
-    pairs = list(itertools.combinations(range(len(means)), 2))
-    return float(sum(float(unit[a] @ unit[b]) for a, b in pairs) / len(pairs)) if pairs else float("nan")
-
-
-def _retrieval(states: dict[str, torch.Tensor], pids: dict[str, list[str]], central: str) -> float | None:
-    """Accuracy of finding each non-central sentence's translation among the central language's sentences."""
+def _pairs(states: dict[str, torch.Tensor], pids: dict[str, list[str]], central: str
+           ) -> tuple[float, float] | None:
+    """(mean cosine to the translation, retrieval accuracy) of every non-central sentence against the
+    central language's held-out sentences; None without at least 2 translation pairs."""
     if central not in states:
         return None
     ref_index = {pid: i for i, pid in enumerate(pids[central])}
-    ref = torch.nn.functional.normalize(states[central].double(), dim=-1)
+    ref = torch.nn.functional.normalize(states[central].double(), dim=-1)  # (N_ref, D)
     hits = total = 0
+    cos = 0.0
     for lang, x in states.items():
         if lang == central:
             continue
@@ -72,9 +69,11 @@ def _retrieval(states: dict[str, torch.Tensor], pids: dict[str, list[str]], cent
         if not rows:
             continue
         sims = torch.nn.functional.normalize(x[[i for i, _ in rows]].double(), dim=-1) @ ref.T  # (N, N_ref)
-        hits += int((sims.argmax(dim=1) == torch.tensor([j for _, j in rows])).sum())
+        target = torch.tensor([j for _, j in rows])
+        hits += int((sims.argmax(dim=1) == target).sum())
+        cos += float(sims[torch.arange(len(rows)), target].sum())
         total += len(rows)
-    return hits / total if total >= 2 else None
+    return (cos / total, hits / total) if total >= 2 else None
 
 
 def layer_diagnostics(subspace: LanguageSubspace, heldout: dict[str, torch.Tensor],
@@ -90,27 +89,32 @@ def layer_diagnostics(subspace: LanguageSubspace, heldout: dict[str, torch.Tenso
         centroids = torch.stack([means[subspace.lang_index(lang)] for lang in order])
         spec_points = {lang: subspace.project_specific(x, layer) for lang, x in points.items()}
         spec_centroids = subspace.project_specific(centroids, layer)
-        shared = {lang: x - spec_points[lang] for lang, x in points.items()}
-        held_means = torch.stack([x.mean(dim=0) for x in points.values()])
-        shared_means = torch.stack([x.mean(dim=0) for x in shared.values()])
+        share = torch.cat([(spec_points[lang] ** 2).sum(-1) / (x ** 2).sum(-1) for lang, x in points.items()])
         unit = (subspace.common[layer] / subspace.common[layer].norm()).double()
         coefs = torch.stack([(x @ unit).mean() for x in points.values()])
         row = LayerDiagnostics(
             layer=layer,
             specific_acc=_nearest_centroid_acc(spec_points, spec_centroids, order),
-            full_acc=_nearest_centroid_acc(points, centroids, order),
-            raw_cos=_mean_pairwise_cos(held_means),
-            shared_cos=_mean_pairwise_cos(shared_means),
+            specific_share=float(share.mean()),
             common_cv=float(coefs.std() / coefs.mean().abs()),
         )
         if heldout_pids is not None:
-            row.retrieval_raw = _retrieval(points, heldout_pids, subspace.central)
-            row.retrieval_shared = _retrieval(shared, heldout_pids, subspace.central)
+            offset = torch.cat(list(points.values())).mean(dim=0)
+            raw = {lang: x - offset for lang, x in points.items()}
+            shared = {lang: x - spec_points[lang] for lang, x in points.items()}
+            shared_offset = torch.cat(list(shared.values())).mean(dim=0)
+            shared = {lang: x - shared_offset for lang, x in shared.items()}
+            for kind, states in (("raw", raw), ("shared", shared)):
+                found = _pairs(states, heldout_pids, subspace.central)
+                if found is not None:
+                    setattr(row, f"pair_cos_{kind}", found[0])
+                    setattr(row, f"retrieval_{kind}", found[1])
         rows.append(row)
     return rows
 
 
-COLUMNS = ("specific_acc", "full_acc", "raw_cos", "shared_cos", "common_cv", "retrieval_raw", "retrieval_shared")
+COLUMNS = ("specific_acc", "specific_share", "common_cv", "pair_cos_raw", "pair_cos_shared", "retrieval_raw",
+           "retrieval_shared")
 
 
 def format_table(rows: Sequence[LayerDiagnostics]) -> str:
@@ -151,16 +155,16 @@ def plot_diagnostics(rows: Sequence[LayerDiagnostics], path: Path, title: str = 
     layers = [r.layer for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     left.plot(layers, [r.specific_acc for r in rows], marker="o", label="language-specific subspace")
-    left.plot(layers, [r.full_acc for r in rows], marker=".", label="full space")
+    left.plot(layers, [r.specific_share for r in rows], marker=".", label="share of |h|^2 in the subspace")
     left.set(title="held-out language identification", xlabel="layer", ylabel="nearest-centroid accuracy",
              ylim=(0, 1.02))
     left.legend()
-    right.plot(layers, [r.raw_cos for r in rows], marker=".", label="means, full")
-    right.plot(layers, [r.shared_cos for r in rows], marker="o", label="means, language-specific part removed")
     if any(r.retrieval_shared is not None for r in rows):
-        right.plot(layers, [r.retrieval_raw for r in rows], ls="--", label="translation retrieval, full")
-        right.plot(layers, [r.retrieval_shared for r in rows], ls="--", label="translation retrieval, shared")
-    right.set(title="cross-language similarity", xlabel="layer", ylim=(0, 1.02))
+        right.plot(layers, [r.retrieval_raw for r in rows], marker=".", label="translation retrieval, full")
+        right.plot(layers, [r.retrieval_shared for r in rows], marker="o", label="translation retrieval, P_s h removed")
+        right.plot(layers, [r.pair_cos_raw for r in rows], ls="--", label="translation cosine, full")
+        right.plot(layers, [r.pair_cos_shared for r in rows], ls="--", label="translation cosine, P_s h removed")
+    right.set(title="shared meaning across languages (centred states)", xlabel="layer", ylim=(-0.05, 1.02))
     right.legend(fontsize=8)
     if title:
         fig.suptitle(title)

@@ -126,6 +126,16 @@ class LanguageSubspace:
         """mean(P_s h_lang) - mean(P_s h_central) at `layer`: (D,)."""
         return self.directions[layer, self.lang_index(lang)]
 
+    def digest(self) -> str:
+        """A short content hash (languages, central language and every tensor): names this subspace in
+        caches and logs."""
+        import hashlib
+
+        h = hashlib.sha256(json.dumps([list(self.languages), self.central]).encode())
+        for tensor in (self.means, self.common, self.specific, self.directions):
+            h.update(tensor.contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
     # -- checks -----------------------------------------------------------------------------------
     def check_model(self, model: Any, fingerprint: str | None = None) -> None:
         """Raise SubspaceMismatchError unless `model` has this subspace's shape (and fingerprint)."""
