@@ -1,0 +1,376 @@
+"""Lens manipulation training (study C), on babeltune.train's loop.
+
+Reads top to bottom:
+
+1. config (`LensTrainConfig`) and the language subspace written by `babeltune lens probe`, checked
+   against the model (fingerprint and shape);
+2. data: parallel prompts without responses, one training example = one parallel group (pid) with a
+   prompt in every training language, rendered with the chat template and cut to `max_prompt_tokens`;
+3. the model: everything frozen except the top `top_layers` decoder layers (embeddings, final norm and
+   LM head frozen, as in the release);
+4. the reference states: the untouched model's final-layer states of every prompt, computed once before
+   training (the same numbers a frozen copy would give at every step, without a second model in memory);
+5. the loss (`ManipulationLoss`), per parallel group, on the final layer's last-prompt-token state h
+   (after the final norm; `pool=mean` averages over the prompt's tokens instead):
+   - retain: MSE(h_central, h_central_ref);
+   - language-specific, per target t: MSE(P_s h_t - P_s h_t_ref, w * delta_t), with delta_t the
+     target's direction from the central language and w = `specific_target` (the release's "pull");
+   - language-agnostic, per target t: MSE(P_c h_central, P_c h_t), P_c the projection on the common
+     vector; both sides are trained (the release's "push");
+   total = retain_weight * retain + specific_weight * sum_t specific_t + agnostic_weight * sum_t agnostic_t.
+   MSE is the mean over hidden dimensions; the loop averages over the groups of a step;
+6. `babeltune.train.loop.run_training` (AdamW, cosine schedule, gradient accumulation, clipping,
+   JSONL/TensorBoard logging with tokens/s), then the full model is saved to RUN/final.
+
+The release's defaults: lr 1e-5, cosine, warm-up 5%, weight decay 0.1, batch 1 x 8 accumulation,
+1 epoch (200 prompts -> 25 steps), the top 2 layers, all weights 1.0.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from babeltune.config import to_dict
+from babeltune.languages import parse_language_list
+from babeltune.lens.prompts import render_probe_prompt
+from babeltune.lens.states import PaddedBatch, Pooling, decoder_of, final_state, pad_batch
+from babeltune.lens.subspace import LanguageSubspace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LensOptim:
+    """Optimizer and schedule (the release's values by default)."""
+
+    lr: float = 1e-5
+    """Peak learning rate."""
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = 0.05
+    """Warm-up steps = ceil(ratio x total steps)."""
+    weight_decay: float = 0.1
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    max_grad_norm: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        self.adam_betas = (float(self.adam_betas[0]), float(self.adam_betas[1]))
+        if self.lr <= 0 or not 0 <= self.warmup_ratio < 1 or self.weight_decay < 0:
+            raise ValueError("need lr > 0, 0 <= warmup_ratio < 1 and weight_decay >= 0")
+
+
+@dataclass
+class LensTrainConfig:
+    """`babeltune lens train`: manipulation training of the top layers with study C's three losses."""
+
+    subspace: str = ""
+    """Folder written by `babeltune lens probe` on this model."""
+    model: str = "gemma-3-270m"
+    data: str = "bundled:train"
+    """Parallel prompts (records sharing a pid across languages); responses are ignored."""
+    languages: list[str] = field(default_factory=list)
+    """Training languages (the central one included); default: every language of the subspace."""
+    max_groups: int | None = 200
+    """At most this many parallel groups (the release: 200); None: all."""
+    top_layers: int = 2
+    """Number of top decoder layers trained (the release: 2)."""
+    max_prompt_tokens: int = 128
+    """Prompts are cut to this many tokens, template included (the release: 128)."""
+    template: Literal["auto", "gemma", "tokenizer"] = "auto"
+    pool: Pooling = "last"
+    """State the losses read: the last prompt token (study C) or the mean over the prompt."""
+    retain_weight: float = 1.0
+    specific_weight: float = 1.0
+    specific_target: float = 1.0
+    """w: the target's language-specific projection moves w direction-lengths further from the central language."""
+    agnostic_weight: float = 1.0
+    optim: LensOptim = field(default_factory=LensOptim)
+    batch_size: int = 1
+    """Parallel groups per micro-batch."""
+    grad_accum: int = 8
+    epochs: int = 1
+    max_steps: int | None = None
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"
+    seed: int = 0
+    dtype: str = "float32"
+    device: str = "cpu"
+    allow_other_model: bool = False
+    """Train with a subspace probed on other weights of the same shape."""
+    save_model: bool = True
+    """Write the trained model to RUN/final (safetensors + tokenizer)."""
+    tensorboard: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.languages = parse_language_list(self.languages)
+        if self.top_layers < 1 or self.batch_size < 1 or self.grad_accum < 1 or self.epochs < 1:
+            raise ValueError("top_layers, batch_size, grad_accum and epochs must be >= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 or null, got {self.max_steps}")
+        if min(self.retain_weight, self.specific_weight, self.agnostic_weight) < 0:
+            raise ValueError("loss weights must be >= 0")
+
+
+# 2. Data ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ParallelGroup:
+    pid: str
+    ids: dict[str, tuple[int, ...]]
+    """Prompt token ids per language."""
+
+
+def parallel_groups(records: list[Any], languages: list[str], tokenizer: Any, template: Any,
+                    max_tokens: int, max_groups: int | None) -> tuple[list[ParallelGroup], dict[str, int]]:
+    """Groups of `records` (by pid) that have a prompt in every language; counts what was left out."""
+    by_pid: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        if rec.lang in languages:
+            by_pid.setdefault(rec.pid, {})[rec.lang] = rec
+    complete = [pid for pid, langs in by_pid.items() if len(langs) == len(languages)]
+    report = {"pids": len(by_pid), "incomplete_pids": len(by_pid) - len(complete), "truncated_prompts": 0}
+    if max_groups is not None:
+        report["over_max_groups"] = max(0, len(complete) - max_groups)
+        complete = complete[:max_groups]
+    groups = []
+    for pid in complete:
+        ids: dict[str, tuple[int, ...]] = {}
+        for lang in languages:
+            rendered, cut = render_probe_prompt(tokenizer, template, list(by_pid[pid][lang].prompt_messages),
+                                                max_tokens)
+            ids[lang] = tuple(rendered)
+            report["truncated_prompts"] += cut
+        groups.append(ParallelGroup(pid, ids))
+    if not groups:
+        raise ValueError(f"no parallel prompts in all of {languages}: the data needs records sharing a pid in "
+                         "every training language")
+    return groups, report
+
+
+# 4./5. Reference states and the loss ----------------------------------------------------------------------
+
+@torch.no_grad()
+def reference_states(model: Any, groups: list[ParallelGroup], languages: list[str], pad_id: int, pool: Pooling,
+                     batch_size: int = 16) -> torch.Tensor:
+    """The untouched model's final-layer states: (G, n_langs, D), float32."""
+    out = torch.empty(len(groups), len(languages), int(model.config.hidden_size))
+    for li, lang in enumerate(languages):
+        for start in range(0, len(groups), batch_size):
+            chunk = groups[start:start + batch_size]
+            batch = pad_batch([g.ids[lang] for g in chunk], pad_id, "left")
+            out[start:start + len(chunk), li] = final_state(model, batch, pool).float().cpu()
+    return out
+
+
+class ManipulationLoss(nn.Module):
+    """Study C's three losses on a micro-batch of parallel groups (see the module docstring).
+
+    forward(...) returns (loss summed over the groups, {component: sum over the groups})."""
+
+    basis: torch.Tensor  # (r, D), orthonormal rows: the top layer's language-specific subspace
+    common: torch.Tensor  # (D,), unit common vector of the top layer
+    directions: torch.Tensor  # (n_langs, D), each language's direction at the top layer
+
+    def __init__(self, lm: nn.Module, subspace: LanguageSubspace, languages: list[str], cfg: LensTrainConfig,
+                 pad_id: int) -> None:
+        super().__init__()
+        self.lm = lm
+        self.languages = languages
+        self.central = subspace.central
+        self.cfg = cfg
+        self.pad_id = pad_id
+        top = subspace.n_layers - 1
+        self.register_buffer("basis", subspace.specific[top].clone())  # (r, D), orthonormal rows
+        self.register_buffer("common", subspace.common[top] / subspace.common[top].norm())  # (D,)
+        self.register_buffer("directions", torch.stack([subspace.direction(lang, top) for lang in languages]))
+
+    def specific(self, h: torch.Tensor) -> torch.Tensor:
+        basis = self.basis.to(h.dtype)
+        return (h @ basis.T) @ basis  # (B, D)
+
+    def shared(self, h: torch.Tensor) -> torch.Tensor:
+        unit = self.common.to(h.dtype)
+        return (h @ unit)[:, None] * unit  # (B, D)
+
+    def forward(self, reference: torch.Tensor, **batches: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """`reference`: (B, n_langs, D); `batches`: input_ids/attention_mask/position_ids/last_index per language."""
+        states = {lang: final_state(self.lm, _batch_of(batches, lang), self.cfg.pool).float()
+                  for lang in self.languages}  # each (B, D)
+        c = self.languages.index(self.central)
+        h_c = states[self.central]
+        retain = ((h_c - reference[:, c].float()) ** 2).mean(dim=-1).sum()
+        specific = h_c.new_zeros(())
+        agnostic = h_c.new_zeros(())
+        for i, lang in enumerate(self.languages):
+            if lang == self.central:
+                continue
+            h_t, ref_t = states[lang], reference[:, i].float()
+            moved = self.specific(h_t) - self.specific(ref_t)
+            specific = specific + ((moved - self.cfg.specific_target * self.directions[i]) ** 2).mean(dim=-1).sum()
+            agnostic = agnostic + ((self.shared(h_c) - self.shared(h_t)) ** 2).mean(dim=-1).sum()
+        total = (self.cfg.retain_weight * retain + self.cfg.specific_weight * specific
+                 + self.cfg.agnostic_weight * agnostic)
+        return total, {"retain": retain.detach(), "specific": specific.detach(), "agnostic": agnostic.detach()}
+
+
+def _batch_of(batches: dict[str, torch.Tensor], lang: str) -> PaddedBatch:
+    return PaddedBatch(batches[f"input_ids_{lang}"], batches[f"attention_mask_{lang}"],
+                       batches[f"position_ids_{lang}"], batches[f"last_index_{lang}"])
+
+
+def collate_groups(groups: list[ParallelGroup], rows: list[int], languages: list[str], reference: torch.Tensor,
+                   pad_id: int) -> Any:
+    """A micro-batch (babeltune.train's MicroBatch) of parallel groups: one padded batch per language."""
+    from babeltune.train.batching import MicroBatch
+
+    inputs: dict[str, torch.Tensor] = {"reference": reference[rows]}
+    tokens = padded = 0
+    for lang in languages:
+        batch = pad_batch([groups[r].ids[lang] for r in rows], pad_id, "left")
+        inputs.update({f"input_ids_{lang}": batch.input_ids, f"attention_mask_{lang}": batch.attention_mask,
+                       f"position_ids_{lang}": batch.position_ids, f"last_index_{lang}": batch.last_index})
+        tokens += int(batch.attention_mask.sum())
+        padded += batch.attention_mask.numel()
+    return MicroBatch(inputs, n_items=len(rows), n_tokens=tokens, n_padded=padded)
+
+
+def freeze_all_but_top(lm: nn.Module, top_layers: int) -> list[str]:
+    """Freeze every parameter except those of the top `top_layers` decoder layers; returns their names."""
+    layers = decoder_of(lm).layers
+    if top_layers > len(layers):
+        raise ValueError(f"top_layers={top_layers} but the model has only {len(layers)} layers")
+    for param in lm.parameters():
+        param.requires_grad_(False)
+    for layer in layers[len(layers) - top_layers:]:
+        for param in layer.parameters():
+            param.requires_grad_(True)
+    return [name for name, p in lm.named_parameters() if p.requires_grad]
+
+
+# 6. The run -------------------------------------------------------------------------------------------------
+
+@dataclass
+class ManipulationResult:
+    steps: int
+    seconds: float
+    tokens: int
+    trainable_params: int
+    first: dict[str, float]
+    last: dict[str, float]
+    run_dir: Path
+    weights: Path | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
+
+
+def manipulate(lm: Any, tokenizer: Any, subspace: LanguageSubspace, records: list[Any], cfg: LensTrainConfig,
+               run_dir: Path) -> ManipulationResult:
+    """Train `lm` in place (top layers only) and log into `run_dir`; see the module docstring."""
+    from babeltune.models.chat import get_template
+    from babeltune.train.batching import DataSchedule, StepPlan
+    from babeltune.train.loop import LossOutput, build_optimizer, build_scheduler, run_training
+    from babeltune.train.metrics import MetricsLogger
+    from babeltune.train.recipe import make_accelerator, resolve_precision, set_seed
+
+    set_seed(cfg.seed)
+    languages = cfg.languages or list(subspace.languages)
+    for lang in languages:
+        subspace.lang_index(lang)
+    if subspace.central not in languages:
+        raise ValueError(f"training languages {languages} must include the central language {subspace.central!r}")
+    if len(languages) < 2:
+        raise ValueError("manipulation training needs the central language and at least one target language")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    template = get_template(tokenizer, cfg.template)
+    groups, report = parallel_groups(records, languages, tokenizer, template, cfg.max_prompt_tokens, cfg.max_groups)
+    log.info("manipulation data: %d parallel groups x %d languages (%s)", len(groups), len(languages), report)
+
+    accelerator = make_accelerator()
+    lm.to(accelerator.device)
+    lm.eval()  # reference states without dropout
+    reference = reference_states(lm, groups, languages, pad_id, cfg.pool)
+    trainable = freeze_all_but_top(lm, cfg.top_layers)
+    objective = ManipulationLoss(lm, subspace, languages, cfg, pad_id).to(accelerator.device)
+
+    schedule = DataSchedule.build(len(groups), cfg.batch_size * cfg.grad_accum, cfg.epochs, cfg.max_steps,
+                                  cfg.seed, shuffle=True)
+    total = schedule.total_steps
+    optimizer = build_optimizer(lm, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                                betas=cfg.optim.adam_betas)
+    scheduler = build_scheduler(optimizer, total_steps=total, warmup_steps=math.ceil(cfg.optim.warmup_ratio * total),
+                                schedule=cfg.optim.schedule)
+
+    def plan(step: int) -> StepPlan:
+        epoch, indices = schedule.step_examples(step)
+        micro = [collate_groups(groups, indices[i:i + cfg.batch_size], languages, reference, pad_id)
+                 for i in range(0, len(indices), cfg.batch_size)]
+        lengths = tuple(len(groups[i].ids[lang]) for i in indices for lang in languages)
+        return StepPlan(step=step, epoch=epoch, micro_batches=micro, global_items=len(indices),
+                        global_tokens=sum(m.n_tokens for m in micro), global_examples=len(indices),
+                        example_lengths=lengths)
+
+    def loss_fn(module: nn.Module, batch: Any) -> LossOutput:
+        total_loss, parts = module(**batch.inputs)
+        return LossOutput(total_loss, parts)
+
+    logger = MetricsLogger(run_dir, total_steps=total, tensorboard=cfg.tensorboard, progress=cfg.progress)
+    started = time.perf_counter()
+    try:
+        result = run_training(accelerator=accelerator, model=objective, optimizer=optimizer, scheduler=scheduler,
+                              plan=plan, loss_fn=loss_fn, start_step=0, total_steps=total, logger=logger,
+                              max_grad_norm=cfg.optim.max_grad_norm,
+                              autocast_dtype=resolve_precision(cfg.precision, accelerator.device))
+    finally:
+        logger.close()
+    seconds = time.perf_counter() - started
+    lm.eval()
+    for param in lm.parameters():
+        param.requires_grad_(True)
+    records_ = result.records
+    keys = ("loss", "retain", "specific", "agnostic")
+    weights = None
+    if cfg.save_model:
+        from babeltune.train.modeling import save_final
+
+        weights = save_final(lm, tokenizer, run_dir / "final")
+    return ManipulationResult(
+        steps=len(records_), seconds=seconds, tokens=sum(int(r.values["tokens"]) for r in records_),
+        trainable_params=sum(p.numel() for n, p in lm.named_parameters() if n in set(trainable)),
+        first={k: float(records_[0].values[k]) for k in keys} if records_ else {},
+        last={k: float(records_[-1].values[k]) for k in keys} if records_ else {},
+        run_dir=run_dir, weights=weights,
+    )
+
+
+def run_manipulation(cfg: LensTrainConfig, out: str | Path) -> dict[str, Any]:
+    """`babeltune lens train`: load model, subspace and data, train, write RUN/{final, log.jsonl, run.json}."""
+    import json
+
+    from babeltune.data.readers import load_records
+    from babeltune.models.loading import load_model, model_fingerprint
+    from babeltune.runinfo import write_run_info
+
+    if not cfg.subspace:
+        raise ValueError("no subspace: set --subspace DIR (written by `babeltune lens probe`)")
+    run_dir = Path(out)
+    if (run_dir / "summary.json").exists():
+        raise ValueError(f"{run_dir} already holds a manipulation run; choose another --out folder")
+    subspace = LanguageSubspace.load(cfg.subspace)
+    loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+    fingerprint = model_fingerprint(loaded.path)
+    subspace.check_model(loaded.model, None if cfg.allow_other_model else fingerprint)
+    data = load_records(cfg.data)
+    write_run_info(run_dir, config=cfg, seed=cfg.seed, data={cfg.data: data.report.fingerprint},
+                   extra={"model_fingerprint": fingerprint, "subspace": subspace.metadata()})
+    result = manipulate(loaded.model, loaded.tokenizer, subspace, data.records, cfg, run_dir)
+    summary = {"config": to_dict(cfg), **result.to_dict()}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
