@@ -57,7 +57,8 @@ def test_shrunken_demo_on_the_default_model(tmp_path: Path) -> None:
 
     cfg = demo_config(True, ["budget=8", "languages=[en,es]", "eval_languages=[en,es]",
                              "data.eval_per_language=1", "data.modifiers_per_language=1",
-                             "generate.decoding.max_new_tokens=8", "train.max_length=128", "train.progress=false"])
+                             "generate.decoding.max_new_tokens=8", "train.max_length=128", "train.progress=false",
+                             "train.peak_tflops=0.185"])
     cfg.conditions = [c for c in cfg.conditions if c.name != "pinch40"]  # a pinch of 40 needs a budget >= 40
     summary = run_experiment(cfg, tmp_path / "demo", progress=False)
     rows, _ = read_results(tmp_path / "demo")

@@ -226,3 +226,22 @@ def test_rubric_stage_scores_every_eval_response_and_resumes(tmp_path: Path) -> 
     again = FakePipeline()
     run_experiment(cfg, tmp_path / "run", again, progress=False, report=False)
     assert again.calls["rubric"] == 0  # cached
+
+
+def test_progress_estimate_learns_from_finished_units() -> None:
+    import io
+
+    from babeltune.experiments.progress import ProgressPlan, Unit, format_duration
+
+    units = [Unit(f"t{i}", f"train {i}", "train", 10.0) for i in range(3)] + [Unit("g", "generate", "generate", 100.0)]
+    stream = io.StringIO()
+    plan = ProgressPlan(units, stream=stream, priors={"train": 1.0, "generate": 0.5})
+    assert plan.remaining_seconds() == pytest.approx(30.0 + 50.0)
+    plan.skip("t0")
+    assert plan.remaining_seconds() == pytest.approx(20.0 + 50.0)  # skipped: costs nothing
+    plan.start("t1")
+    plan.finish("t1", seconds=40.0)  # measured: 4 s per example instead of the prior's 1
+    assert plan.remaining_seconds() == pytest.approx(40.0 + 50.0)
+    text = stream.getvalue()
+    assert "[2/4] train 1 (about" in text and "done in 40 s; about 2 min left" in text and "skipped" in text
+    assert format_duration(5400) == "1.5 h" and format_duration(600) == "10 min"

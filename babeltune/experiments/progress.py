@@ -17,8 +17,8 @@ from typing import TextIO
 # Seconds per unit of work on the 2-core development CPU, gemma-3-270m (refined by measurement).
 PRIOR_SECONDS: dict[str, float] = {
     "mixture": 0.001,  # per example
-    "train": 1.0,  # per example x epoch
-    "generate": 0.02,  # per prompt x max new tokens
+    "train": 2.0,  # per example x epoch (model loading included)
+    "generate": 0.01,  # per prompt x max new tokens
     "evaluate": 0.01,  # per response
     "judge": 0.05,  # per pair (both orders)
     "report": 5.0,  # per report
@@ -85,15 +85,14 @@ class ProgressPlan:
         unit = self.units[key]
         unit.state = "running"
         self._unit_start = time.perf_counter()
-        self._print(f"{self._index(key)} {unit.label} ... (about {format_duration(self.remaining_seconds())} left "
-                    f"in all)")
+        self._print(f"{self._index(key)} {unit.label} (about {format_duration(self.remaining_seconds())} left in all)")
 
     def finish(self, key: str, seconds: float | None = None) -> None:
         unit = self.units[key]
         unit.seconds = time.perf_counter() - self._unit_start if seconds is None else seconds
         unit.state = "done"
-        self._print(f"{self._index(key)} {unit.label}: done in {format_duration(unit.seconds)}; about "
-                    f"{format_duration(self.remaining_seconds())} left")
+        self._print(f"{' ' * len(self._index(key))} done in {format_duration(unit.seconds)}; about "
+                    f"{format_duration(self.remaining_seconds())} left, {format_duration(self.elapsed())} so far")
 
     def skip(self, key: str, why: str = "already done") -> None:
         unit = self.units[key]
