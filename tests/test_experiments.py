@@ -216,7 +216,7 @@ def test_every_shipped_experiment_loads_expands_and_builds_its_stage_configs() -
 
 def test_rubric_stage_scores_every_eval_response_and_resumes(tmp_path: Path) -> None:
     cfg = experiment(tmp_path, judge={"kind": "reference", "reference": "mono-en", "rubric": True,
-                                      "llm": {"endpoint": "http://127.0.0.1:9/v1"}})
+                                      "llm": {"endpoint": {"url": "http://127.0.0.1:9/v1"}}})
     pipe = FakePipeline()
     run_experiment(cfg, tmp_path / "run", pipe, progress=False, report=False)
     assert pipe.calls["rubric"] == 3 * 12  # every eval response of the three conditions

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from babeltune.config import ConfigError, load_config
 from babeltune.data.mixtures import MixtureSpec
+from babeltune.generate.endpoint import EndpointConfig
 from babeltune.judge.reference import ReferenceJudgeConfig
 from babeltune.languages import STUDY_A_LANGUAGES, parse_language_list
 
@@ -83,26 +84,19 @@ class DataConfig:
 
 @dataclass
 class LLMJudgeConfig:
-    """An LLM judge behind an OpenAI-compatible endpoint, or a local model."""
+    """An LLM judge behind an OpenAI-compatible endpoint, or a model loaded in this process."""
 
-    endpoint: str | None = None
-    """Base URL of an OpenAI-compatible API (e.g. http://127.0.0.1:8000/v1); null = use `local_model`."""
-    model: str | None = None
-    """Model name to request from the endpoint."""
+    endpoint: EndpointConfig | None = None
+    """The generation stage's endpoint settings (url, model, api_key_env, concurrency, timeout,
+    retries); null = use `local_model`."""
     local_model: str | None = None
     """A model babeltune loads (folder, hub id) to judge in-process when no endpoint is given."""
-    api_key_env: str = "OPENAI_API_KEY"
-    """Environment variable holding the API key (may be unset for local servers)."""
     max_new_tokens: int = 256
     """Room for the judge's short reasoning and its verdict."""
-    concurrency: int = 8
-    """Requests in flight at once (endpoint)."""
-    timeout_s: float = 120.0
-    """Per-request timeout (endpoint)."""
 
     @property
     def configured(self) -> bool:
-        return bool(self.endpoint or self.local_model)
+        return self.endpoint is not None or bool(self.local_model)
 
 
 @dataclass
@@ -139,7 +133,7 @@ class JudgeSettings:
             raise ConfigError(f"judge.retries must be >= 0, got {self.retries}")
         needs_llm = self.kind == "llm" or "llm" in self.also or self.rubric
         if needs_llm and not self.llm.configured:
-            raise ConfigError("the LLM judge needs judge.llm.endpoint (an OpenAI-compatible API) or "
+            raise ConfigError("the LLM judge needs judge.llm.endpoint.url (an OpenAI-compatible API) or "
                               "judge.llm.local_model; or use judge.kind=reference (offline)")
 
     def judges(self) -> list[str]:

@@ -118,10 +118,8 @@ def llm_backend(config: ExperimentConfig) -> Any:
     from babeltune.judge.backends import endpoint_chat_backend, local_chat_backend
 
     llm = config.judge.llm
-    if llm.endpoint:
-        return endpoint_chat_backend(llm.endpoint, llm.model or "", api_key_env=llm.api_key_env,
-                                     concurrency=llm.concurrency, timeout=llm.timeout_s,
-                                     max_new_tokens=llm.max_new_tokens)
+    if llm.endpoint is not None:
+        return endpoint_chat_backend(llm.endpoint, max_new_tokens=llm.max_new_tokens)
     if llm.local_model:
         return local_chat_backend(llm.local_model, max_new_tokens=llm.max_new_tokens)
-    raise ValueError("the LLM judge needs judge.llm.endpoint or judge.llm.local_model")
+    raise ValueError("the LLM judge needs judge.llm.endpoint.url or judge.llm.local_model")

@@ -41,13 +41,12 @@ class GenerationChatBackend:
         return [replies.get(req.id) for req in requests]
 
 
-def endpoint_chat_backend(url: str, model: str = "", *, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8,
-                          timeout: float = 120.0, max_new_tokens: int = 256) -> GenerationChatBackend:
-    """A judge backend talking to an OpenAI-compatible endpoint (vLLM, TGI, llama.cpp, hosted APIs)."""
-    from babeltune.generate import EndpointBackend, EndpointConfig
+def endpoint_chat_backend(endpoint: Any, *, max_new_tokens: int = 256) -> GenerationChatBackend:
+    """A judge backend talking to an OpenAI-compatible endpoint (vLLM, TGI, llama.cpp, hosted APIs), given
+    the generation stage's `EndpointConfig`."""
+    from babeltune.generate import EndpointBackend
 
-    config = EndpointConfig(url=url, model=model, api_key_env=api_key_env, concurrency=concurrency, timeout=timeout)
-    return GenerationChatBackend(EndpointBackend(config), max_new_tokens=max_new_tokens)
+    return GenerationChatBackend(EndpointBackend(endpoint), max_new_tokens=max_new_tokens)
 
 
 def local_chat_backend(model: str, *, batch_size: int = 8, max_new_tokens: int = 256) -> GenerationChatBackend:

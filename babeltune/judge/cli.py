@@ -49,8 +49,10 @@ def _backend(args: argparse.Namespace) -> Any:
     from babeltune.judge.backends import endpoint_chat_backend, local_chat_backend
 
     if args.endpoint:
-        return endpoint_chat_backend(args.endpoint, args.model, api_key_env=args.api_key_env,
-                                     max_new_tokens=args.max_new_tokens)
+        from babeltune.generate import EndpointConfig
+
+        config = EndpointConfig(url=args.endpoint, model=args.model, api_key_env=args.api_key_env)
+        return endpoint_chat_backend(config, max_new_tokens=args.max_new_tokens)
     if args.local_model:
         return local_chat_backend(args.local_model, max_new_tokens=args.max_new_tokens)
     raise ValueError("the LLM judge needs --endpoint URL (an OpenAI-compatible API) or --local-model MODEL")
