@@ -182,3 +182,20 @@ def test_probe_is_reproducible(tiny_tok: Any, tiny_lm: Any, tmp_path: Path) -> N
     a = probe_tiny(tiny_tok, tiny_lm, data).subspace
     b = probe_tiny(tiny_tok, tiny_lm, data).subspace
     assert torch.equal(a.specific, b.specific) and torch.equal(a.directions, b.directions)
+
+
+def test_probe_from_plain_text_files(tiny_tok: Any, tiny_lm: Any, tmp_path: Path) -> None:
+    from babeltune.lens.probe import probe
+    from tests.conftest import SAMPLE_TEXT
+
+    folder = tmp_path / "flores"
+    folder.mkdir()
+    for lang, code in (("en", "eng_Latn"), ("es", "spa_Latn"), ("ru", "rus_Cyrl")):
+        lines = [f"{SAMPLE_TEXT[lang][0]} {i}" for i in range(12)]
+        (folder / f"{code}.dev").write_text("\n".join(lines) + "\n\n")
+    cfg = ProbeConfig(text=[str(folder)], parallel_text=True, min_per_language=5, holdout=0.25)
+    result = probe(tiny_lm, tiny_tok, cfg)
+    assert result.subspace.languages == ("en", "es", "ru") and result.subspace.rank == 2
+    assert result.split.counts()["ru"] == {"train": 9, "heldout": 3}
+    assert result.split.report.empty_lines == 3
+    assert result.diagnostics[0].retrieval_raw is not None  # parallel lines: translation retrieval is measured

@@ -260,7 +260,11 @@ def freeze_all_but_top(lm: nn.Module, top_layers: int) -> list[str]:
 class ManipulationResult:
     steps: int
     seconds: float
+    """Wall time of the optimizer steps."""
     tokens: int
+    """Real prompt tokens of the optimizer steps (every language of every group)."""
+    reference_seconds: float
+    """Wall time of the one forward pass over every prompt that gives the reference states."""
     trainable_params: int
     first: dict[str, float]
     last: dict[str, float]
@@ -296,7 +300,9 @@ def manipulate(lm: Any, tokenizer: Any, subspace: LanguageSubspace, records: lis
     accelerator = make_accelerator()
     lm.to(accelerator.device)
     lm.eval()  # reference states without dropout
+    ref_start = time.perf_counter()
     reference = reference_states(lm, groups, languages, pad_id, cfg.pool)
+    reference_seconds = time.perf_counter() - ref_start
     trainable = freeze_all_but_top(lm, cfg.top_layers)
     objective = ManipulationLoss(lm, subspace, languages, cfg, pad_id).to(accelerator.device)
 
@@ -343,6 +349,7 @@ def manipulate(lm: Any, tokenizer: Any, subspace: LanguageSubspace, records: lis
         weights = save_final(lm, tokenizer, run_dir / "final")
     return ManipulationResult(
         steps=len(records_), seconds=seconds, tokens=sum(int(r.values["tokens"]) for r in records_),
+        reference_seconds=reference_seconds,
         trainable_params=sum(p.numel() for n, p in lm.named_parameters() if n in set(trainable)),
         first={k: float(records_[0].values[k]) for k in keys} if records_ else {},
         last={k: float(records_[-1].values[k]) for k in keys} if records_ else {},
