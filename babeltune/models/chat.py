@@ -28,6 +28,7 @@ Templates:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
@@ -168,9 +169,8 @@ class TokenizerTemplate:
     def stop_token_ids(self, tokenizer: Any) -> list[int]:
         ids: list[int] = []
         for token in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>"):
-            tid = tokenizer.convert_tokens_to_ids(token)
-            if isinstance(tid, int) and tid != tokenizer.unk_token_id and token in tokenizer.get_vocab():
-                ids.append(tid)
+            with contextlib.suppress(RenderError):
+                ids.append(_token_id(tokenizer, token))
         if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
             ids.append(tokenizer.eos_token_id)
         if not ids:
@@ -194,13 +194,14 @@ def get_template(tokenizer: Any, name: TemplateName = "auto") -> ChatTemplate:
 
 
 def _token_id(tokenizer: Any, token: str) -> int:
-    vocab = tokenizer.get_vocab()
-    if token not in vocab:
+    # A direct lookup with a round trip, not get_vocab(): that builds the whole 262k-entry dict per call.
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if token_id is None or tokenizer.convert_ids_to_tokens(int(token_id)) != token:
         raise RenderError(
             f"the tokenizer has no {token} token, which the gemma template needs; use a model with its "
             "own chat template (template=tokenizer) or a tokenizer with Gemma's turn tokens"
         )
-    return int(vocab[token])
+    return int(token_id)
 
 
 @dataclass
