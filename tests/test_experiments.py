@@ -245,3 +245,16 @@ def test_progress_estimate_learns_from_finished_units() -> None:
     text = stream.getvalue()
     assert "[2/4] train 1 (about" in text and "done in 40 s; about 2 min left" in text and "skipped" in text
     assert format_duration(5400) == "1.5 h" and format_duration(600) == "10 min"
+
+
+def test_second_judge_gives_agreement_rows_and_report_section(tmp_path: Path) -> None:
+    cfg = experiment(tmp_path, judge={"kind": "reference", "also": ["llm"], "reference": "mono-en",
+                                      "llm": {"endpoint": {"url": "http://127.0.0.1:9/v1"}}})
+    summary = run_experiment(cfg, tmp_path / "run", FakePipeline(), progress=False)
+    rows, meta = read_results(tmp_path / "run")
+    agree = {r.condition: r for r in rows if r.metric == "judge_agreement"}
+    assert set(agree) == {"mono-en", "mono-es", "pinch"} and agree["pinch"].value == 1.0
+    assert agree["pinch"].judge == "reference vs llm" and agree["pinch"].n == 12
+    assert meta["judges"] == ["reference", "llm"]
+    assert {r.judge for r in rows if r.metric == "sxs"} == {"reference", "llm"}
+    assert summary.report is not None and "reference vs llm" in summary.report.read_text()
