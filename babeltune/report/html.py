@@ -97,6 +97,10 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     samples_path = run_dir / SAMPLES_JSON
     samples = json.loads(samples_path.read_text(encoding="utf-8")) if samples_path.exists() else None
     parts.append(_samples_section(samples, conditions, languages))
+    parts.append(f"<p class='note'>Everything behind this page is in {_e(run_dir)}: results.csv / results.json (the "
+                 "tidy table), run.json and config.yaml (config, seed, package versions, data fingerprints), and per "
+                 "condition its mixture, tuned model, generations, evaluation and judgements. `babeltune report "
+                 f"{_e(run_dir)}` writes this page again.</p>")
     body = "\n".join(parts)
     page = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>babeltune report: {_e(meta.get('experiment', run_dir.name))}</title>"
