@@ -1,4 +1,4 @@
-"""The judge stage's results as rows of the experiment's table: SxS scores and judge agreement.
+"""The judge stage's results as rows of the experiment's table: SxS scores, judge agreement, rubric.
 
 Pairs whose generation failed (see `babeltune.judge.pairs`) are added to the `invalid` count of their
 language, next to the verdicts that could not be parsed.
@@ -6,11 +6,23 @@ language, next to the verdicts that could not be parsed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
+from babeltune.experiments.config import ExperimentConfig
+from babeltune.experiments.layout import ConditionPaths, read_generation_rows
 from babeltune.experiments.results import ResultRow
-from babeltune.judge import SxSJudgement, judge_agreement, sxs_scores
+from babeltune.judge import (
+    JudgementCache,
+    RubricItem,
+    RubricJudge,
+    SxSJudgement,
+    judge_agreement,
+    rubric_scores,
+    run_rubric,
+    sxs_scores,
+)
 from babeltune.judge.pairs import PairPlan
 
 
@@ -47,3 +59,22 @@ def agreement_rows(condition: str, a_name: str, a: Sequence[SxSJudgement], b_nam
 def _one_or_many(names: Any) -> str:
     unique = sorted(set(names))
     return unique[0] if len(unique) == 1 else "per language"
+
+
+def rubric_rows(conditions: Sequence[ConditionPaths], judge: RubricJudge, config: ExperimentConfig) -> list[ResultRow]:
+    """Study B's rubric on every eval response of every condition (cached, resumable), as result rows."""
+    rows: list[ResultRow] = []
+    for paths in conditions:
+        gen_rows = read_generation_rows(paths.generations("eval"))
+        items = [RubricItem(r["id"], r["pid"], r["lang"], r["prompt"], r["response"] or "") for r in gen_rows
+                 if r.get("error") is None]
+        failed = len(gen_rows) - len(items)
+        judgements = run_rubric(items, judge, JudgementCache(paths.judge_cache("rubric")),
+                                retries=config.judge.retries, batch_size=config.judge.batch_size)
+        paths.judgements("rubric").write_text(
+            "".join(json.dumps(j.to_dict(), ensure_ascii=False) + "\n" for j in judgements), encoding="utf-8")
+        for lang, score in rubric_scores(judgements, seed=config.seed).items():
+            for criterion, ci in score.criteria.items():
+                rows.append(ResultRow(paths.name, lang, f"rubric:{criterion}", ci.mean, ci.low, ci.high, ci.n,
+                                      score.invalid + (failed if lang == "all" else 0), judge.name))
+    return rows

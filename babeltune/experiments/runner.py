@@ -30,50 +30,21 @@ from typing import Any, Protocol
 from babeltune.data import ChatRecord, build_mixture, load_records, write_jsonl
 from babeltune.data.readers import fingerprint_records
 from babeltune.experiments.config import Condition, ExperimentConfig, expand_conditions
-from babeltune.experiments.judging import agreement_rows, sxs_result_rows
+from babeltune.experiments.judging import agreement_rows, rubric_rows, sxs_result_rows
+from babeltune.experiments.layout import ConditionPaths, read_generation_rows
 from babeltune.experiments.progress import ProgressPlan, Unit
 from babeltune.experiments.results import ResultRow, write_results
 from babeltune.experiments.stages import StageLog, fingerprint
 from babeltune.judge import (
-    JudgementCache,
     PairwiseJudge,
-    RubricItem,
     RubricJudge,
     SxSJudgement,
-    rubric_scores,
-    run_rubric,
 )
 from babeltune.judge.pairs import load_judgements, plan_pairs, run_judge, save_judgements
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("eval", "modifiers")
-
-
-@dataclass
-class ConditionPaths:
-    root: Path
-
-    @property
-    def mixture(self) -> Path:
-        return self.root / "mixture.jsonl"
-
-    @property
-    def train(self) -> Path:
-        return self.root / "train"
-
-    def generations(self, split: str) -> Path:
-        return self.root / "generations" / f"{split}.jsonl"
-
-    @property
-    def eval_rows(self) -> Path:
-        return self.root / "eval" / "rows.json"
-
-    def judge_cache(self, kind: str) -> Path:
-        return self.root / "judge" / f"{kind}.cache.jsonl"
-
-    def judgements(self, kind: str) -> Path:
-        return self.root / "judge" / f"{kind}.jsonl"
 
 
 class Pipeline(Protocol):
@@ -204,7 +175,7 @@ class ExperimentRunner:
 
     def _run_condition(self, cond: Condition) -> dict[str, Any]:
         cfg = self.config
-        paths = ConditionPaths(self.run_dir / "conditions" / cond.name)
+        paths = ConditionPaths.of(self.run_dir, cond.name)
         logbook = StageLog(paths.root)
         state: dict[str, Any] = {}
         fp_mix = fingerprint("mixture", asdict(cond.mixture), self.data_fingerprints[cfg.data.train])
@@ -250,7 +221,7 @@ class ExperimentRunner:
         if not gen.exists():
             return None
         record = StageLog(paths.root).records.get("generate:eval")
-        return name, _read_rows(gen), record.fingerprint if record else "unknown"
+        return name, read_generation_rows(gen), record.fingerprint if record else "unknown"
 
     def _judge_all(self, states: dict[str, dict[str, Any]]) -> tuple[list[ResultRow], dict[str, Any]]:
         cfg = self.config
@@ -261,8 +232,8 @@ class ExperimentRunner:
         for kind in cfg.judge.judges():
             judge = self.pipeline.pairwise_judge(kind, cfg)
             for cond in self.conditions:
-                paths = ConditionPaths(self.run_dir / "conditions" / cond.name)
-                candidate = _read_rows(paths.generations("eval"))
+                paths = ConditionPaths.of(self.run_dir, cond.name)
+                candidate = read_generation_rows(paths.generations("eval"))
                 references: dict[str, tuple[str, list[dict[str, Any]]] | None] = {}
                 ref_fps = {}
                 for lang in cfg.eval_languages:
@@ -300,29 +271,9 @@ class ExperimentRunner:
             for other in kinds[1:]:
                 rows += agreement_rows(cond_name, kinds[0], by_kind[kinds[0]], other, by_kind[other])
         if cfg.judge.rubric:
-            rows += self._rubric_all()
+            rows += rubric_rows([ConditionPaths.of(self.run_dir, c.name) for c in self.conditions],
+                                self.pipeline.rubric_judge(cfg), cfg)
         return rows, meta
-
-    def _rubric_all(self) -> list[ResultRow]:
-        """Study B's rubric on every eval response of every condition (cached and resumable)."""
-        cfg = self.config
-        judge = self.pipeline.rubric_judge(cfg)
-        rows: list[ResultRow] = []
-        for cond in self.conditions:
-            paths = ConditionPaths(self.run_dir / "conditions" / cond.name)
-            gen_rows = _read_rows(paths.generations("eval"))
-            items = [RubricItem(r["id"], r["pid"], r["lang"], r["prompt"], r["response"] or "") for r in gen_rows
-                     if r.get("error") is None]
-            failed = len(gen_rows) - len(items)
-            judgements = run_rubric(items, judge, JudgementCache(paths.judge_cache("rubric")),
-                                    retries=cfg.judge.retries, batch_size=cfg.judge.batch_size)
-            paths.judgements("rubric").write_text(
-                "".join(json.dumps(j.to_dict(), ensure_ascii=False) + "\n" for j in judgements), encoding="utf-8")
-            for lang, score in rubric_scores(judgements, seed=cfg.seed).items():
-                for criterion, ci in score.criteria.items():
-                    rows.append(ResultRow(cond.name, lang, f"rubric:{criterion}", ci.mean, ci.low, ci.high, ci.n,
-                                          score.invalid + (failed if lang == "all" else 0), judge.name))
-        return rows
 
     # ------------------------------------------------------------------ main
     def run(self) -> RunSummary:
@@ -339,7 +290,7 @@ class ExperimentRunner:
         self.pipeline.release()
         rows: list[ResultRow] = []
         for cond in self.conditions:
-            paths = ConditionPaths(self.run_dir / "conditions" / cond.name)
+            paths = ConditionPaths.of(self.run_dir, cond.name)
             rows += [ResultRow.from_dict(r) for r in json.loads(paths.eval_rows.read_text(encoding="utf-8"))]
             loss = states[cond.name]["train"].get("final_loss")
             if loss is not None:
@@ -379,8 +330,9 @@ class ExperimentRunner:
         from babeltune.report import SAMPLES_JSON
 
         eval_records = self.splits.get("eval", [])
-        responses = {c.name: {r["id"]: r for r in _read_rows(ConditionPaths(self.run_dir / "conditions" / c.name)
-                                                             .generations("eval"))} for c in self.conditions}
+        responses = {c.name: {r["id"]: r for r in read_generation_rows(ConditionPaths.of(self.run_dir, c.name)
+                                                                        .generations("eval"))}
+                     for c in self.conditions}
         out: dict[str, list[dict[str, Any]]] = {}
         for lang in self.config.eval_languages:
             recs = [r for r in eval_records if r.lang == lang][: self.config.samples_per_language]
@@ -400,13 +352,6 @@ def _describe(cond: Condition) -> str:
         amount = f"{m.pinch_percent}%" if m.pinch_percent is not None else f"{count} examples"
         return f"pinch {amount} over {len(m.languages)} languages, base {m.lang or 'en'}"
     return f"{m.recipe} over {','.join(m.languages)}"
-
-
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    """A generation file's rows (strictly checked by the generation stage's reader); none if absent."""
-    from babeltune.generate import read_generations
-
-    return read_generations(path) if path.exists() else []
 
 
 def run_experiment(config: ExperimentConfig, run_dir: str | Path, pipeline: Pipeline | None = None, *,

@@ -1,0 +1,48 @@
+"""Where a run keeps what: the folder of each condition, and reading its generation files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ConditionPaths:
+    root: Path
+
+    @classmethod
+    def of(cls, run_dir: Path, condition: str) -> ConditionPaths:
+        return cls(run_dir / "conditions" / condition)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def mixture(self) -> Path:
+        return self.root / "mixture.jsonl"
+
+    @property
+    def train(self) -> Path:
+        return self.root / "train"
+
+    def generations(self, split: str) -> Path:
+        return self.root / "generations" / f"{split}.jsonl"
+
+    @property
+    def eval_rows(self) -> Path:
+        return self.root / "eval" / "rows.json"
+
+    def judge_cache(self, kind: str) -> Path:
+        return self.root / "judge" / f"{kind}.cache.jsonl"
+
+    def judgements(self, kind: str) -> Path:
+        return self.root / "judge" / f"{kind}.jsonl"
+
+
+def read_generation_rows(path: Path) -> list[dict[str, Any]]:
+    """A generation file's rows (strictly checked by the generation stage's reader); none if absent."""
+    from babeltune.generate import read_generations
+
+    return read_generations(path) if path.exists() else []
