@@ -156,8 +156,10 @@ def main() -> None:
             same_rows = sum(a == b for a, b in zip(row["outputs"], reference, strict=True))
             row["same_as_reference"] = same_rows / len(prompts)
             same = f"{100 * row['same_as_reference']:.0f}%"
+        fallback = f"  (bf16 head: {100 * row['head_fallback_share']:.1f}% of decisions by the full float32 head)" \
+            if "head_fallback_share" in row else ""
         print(f"{row['config']:44} {row['tokens']:>10} {row['seconds']:>8.1f} {rate:>9.1f} {row['speedup']:>10.2f}x "
-              f"{same:>15}")
+              f"{same:>15}{fallback}")
         row.pop("outputs", None)
     lid = langid_throughput()
     print(f"\nlanguage ID on {lid['responses']} bundled reference responses: {lid['identify_per_s']:.0f} responses/s "

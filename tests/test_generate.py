@@ -206,3 +206,26 @@ def test_bf16_head_follows_weight_changes_and_skips_hooked_heads(tiny_tok: Any) 
     with pytest.raises(ValueError, match="bf16_head=on"):
         LocalBackend(model, tiny_tok, bf16_head="on").greedy_head()
     handle.remove()
+
+
+def test_append_cache_equals_dynamic_cache_and_generate_across_sliding_windows(tiny_tok: Any) -> None:
+    """Prompts and responses longer than a sliding window of 8: the in-place cache must show attention
+    exactly what DynamicCache shows it, through buffer growth, compaction and dropped rows."""
+    from babeltune.testing import tiny_model
+
+    model = tiny_model(tiny_tok, layers=3, layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                       sliding_window=8)
+    prompts = _ids(tiny_tok)
+    settings = DecodingSettings(max_new_tokens=70)  # past the first buffer's capacity (64)
+    stop = _eot(tiny_tok)
+    forced = ForcedStop(model, stop, total=60)  # rows stop at different steps and leave the batch
+
+    def run(m: Any, append: bool) -> dict[int, list[int]]:
+        return {g.index: g.token_ids for g in generate_token_ids(m, prompts, settings, stop_ids=[stop], pad_id=0,
+                                                                 batch_size=3, append_cache=append)}
+
+    assert run(forced, True) == run(forced, False)
+    appended = run(model, True)
+    assert appended == run(model, False)
+    for i, ids in enumerate(prompts[:2]):
+        assert appended[i] == _hf_greedy(model, ids, 70, 1.2, stop)

@@ -106,3 +106,41 @@ def test_generate_through_babeltune_serve(serve_process: tuple[str, Any], tiny_d
     assert main(["generate", "--endpoint", url, "--api-key-env", "BT_CLIENT_KEY", "--endpoint-model", "tiny",
                  "--out", str(tmp_path / "refused.jsonl"), *common]) == 1
     assert "0 generated, 4 failed" in capsys.readouterr().out
+
+
+def test_a_peft_adapter_generates_and_has_its_own_fingerprint(tiny_dir: Path, prompts: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from babeltune.generate import LocalBackend
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    lora = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    with torch.no_grad():  # a visibly different model
+        for name, param in lora.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 5.0)
+    adapter = tmp_path / "adapter"
+    lora.save_pretrained(adapter)
+    base_backend = LocalBackend.from_pretrained(tiny_dir)
+    tuned = LocalBackend.from_pretrained(adapter)
+    assert tuned.fingerprint != base_backend.fingerprint and len(tuned.fingerprint) == 64
+    args = ["generate", "--data", str(prompts), "--max-new-tokens", "6", "--languages", "es"]
+    assert main([*args, "--model", str(adapter), "--out", str(tmp_path / "tuned.jsonl")]) == 0
+    assert main([*args, "--model", str(tiny_dir), "--out", str(tmp_path / "base.jsonl")]) == 0
+    capsys.readouterr()
+    tuned_rows = read_generations(tmp_path / "tuned.jsonl")
+    base_rows = read_generations(tmp_path / "base.jsonl")
+    assert tuned_rows[0]["model"]["fingerprint"] == tuned.fingerprint
+    assert [r["response"] for r in tuned_rows] != [r["response"] for r in base_rows]
+    # The adapter's LoRA layers sit inside the decoder: the bf16 greedy head sees them.
+    from babeltune.data.records import Message
+    from babeltune.generate import DecodingSettings, GenerationRequest
+
+    requests = [GenerationRequest("a", (Message("user", "Habari za leo?"),))]
+    on = LocalBackend(tuned.model, tuned.tokenizer, bf16_head="on")
+    off = LocalBackend(tuned.model, tuned.tokenizer, bf16_head="off")
+    settings = DecodingSettings(max_new_tokens=8)
+    assert [r.text for r in on.generate(requests, settings)] == [r.text for r in off.generate(requests, settings)]

@@ -69,7 +69,7 @@ def test_rows_carry_everything_eval_needs(tmp_path: Path) -> None:
     rows = read_generations(out)
     assert [r["id"] for r in rows] == [r.id for r in records]
     for row, rec in zip(rows, records, strict=True):
-        assert set(row) - {"_line"} == set(ROW_FIELDS)
+        assert set(row) == set(ROW_FIELDS)
         assert row["response"] == f"echo: {rec.prompt}" and row["reference"] == rec.response
         assert row["messages"] == [{"role": "user", "content": rec.prompt}]
         assert row["modifier"] == rec.meta.get("modifier")

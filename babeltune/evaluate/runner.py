@@ -66,24 +66,28 @@ class EvalResult:
         return format_tables(self.metrics)
 
 
-def score_generations(rows: list[dict[str, Any]], config: EvalConfig | None = None,
-                      source: str = "") -> list[ScoredResponse]:
+def score_generations(rows: list[dict[str, Any]], config: EvalConfig | None = None, source: str = "",
+                      lines: list[int] | None = None) -> list[ScoredResponse]:
+    """Score generation rows (as `read_generations` returns them); `lines` name them in errors."""
     cfg = config or EvalConfig()
     identifier = get_identifier(cfg.identifier)
-    return [score_row(row, identifier, cfg.langid, where=f"{source}:{row.get('_line', '?')}") for row in rows]
+    numbers = lines if lines is not None else list(range(1, len(rows) + 1))
+    where = [f"{source}:{n}" for n in numbers]
+    return [score_row(row, identifier, cfg.langid, where=at) for row, at in zip(rows, where, strict=True)]
 
 
 def evaluate(generations: str | Path, out_dir: str | Path | None = None, config: EvalConfig | None = None
              ) -> EvalResult:
     """Score a generation file and aggregate; with `out_dir`, write every table there."""
-    from babeltune.generate.runner import read_generations
+    from babeltune.generate.runner import read_generation_lines
 
     cfg = config or EvalConfig()
     path = Path(generations)
-    rows = read_generations(path)
-    if not rows:
+    numbered = read_generation_lines(path)
+    if not numbered:
         raise ValueError(f"{path}: no generations to evaluate")
-    responses = score_generations(rows, cfg, str(path))
+    rows = [row for _, row in numbered]
+    responses = score_generations(rows, cfg, str(path), [n for n, _ in numbered])
     metrics = compute_metrics(responses, n_boot=cfg.bootstrap, confidence=cfg.confidence, seed=cfg.seed)
     result = EvalResult(responses, metrics, str(path))
     invalid = sum(r.modifier_invalid for r in responses)

@@ -11,6 +11,7 @@ from babeltune.generate.runner import (
     GenerationSummary,
     generate,
     generation_key,
+    read_generation_lines,
     read_generations,
     run_generation,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "generate_token_ids",
     "generation_key",
     "item_seed",
+    "read_generation_lines",
     "read_generations",
     "run_generation",
 ]

@@ -19,8 +19,9 @@ class LocalConfig:
     device: str = "cpu"
     template: Literal["auto", "gemma", "tokenizer"] = "auto"
     """Chat template (the same one training used: see `babeltune model render`)."""
-    batch_size: int = 16
-    """Prompts decoded together (sorted by length first)."""
+    batch_size: int = 32
+    """Prompts decoded together (sorted by length first). On a CPU larger batches use the arithmetic
+    units better (benchmarks/README.md); memory grows with batch x (prompt + max_new_tokens)."""
     bf16_head: Literal["auto", "on", "off"] = "auto"
     """Greedy decoding of a float32 model scores the vocabulary with a bfloat16 LM head and rescores the
     best candidates in float32, falling back to the full float32 head unless the float32 winner is

@@ -52,13 +52,15 @@ def generate_token_ids(
     *,
     stop_ids: Sequence[int],
     pad_id: int,
-    batch_size: int = 16,
+    batch_size: int = 32,
     seeds: Sequence[int] | None = None,
     head: Any = None,
+    append_cache: bool = True,
 ) -> Iterator[GeneratedIds]:
     """Generate from every prompt (token ids, already rendered), yielding each as soon as it ends.
 
     `head`: a `Bf16GreedyHead` of `model` to pick greedy tokens with (ignored when sampling).
+    `append_cache`: use babeltune's in-place KV cache (`kvcache.py`) instead of transformers' DynamicCache.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -69,6 +71,7 @@ def generate_token_ids(
             model, [prompts[i] for i in batch], batch, settings, stop_ids, pad_id,
             [seeds[i] for i in batch] if seeds is not None else None,
             head if settings.greedy else None,
+            append_cache,
         )
 
 
@@ -96,15 +99,18 @@ def _generate_batch(
     pad_id: int,
     seeds: list[int] | None,
     head: Any,
+    append_cache: bool,
 ) -> Iterator[GeneratedIds]:
     import torch
     from transformers import DynamicCache
+
+    from babeltune.generate.kvcache import appending_cache
 
     device = next(model.parameters()).device
     input_ids, attention_mask = left_pad(prompts, pad_id)  # (B, L), (B, L)
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, L): pads sit at 0, as in generate
-    cache = DynamicCache(config=model.config)
+    cache = appending_cache(model.config) if append_cache else DynamicCache(config=model.config)
     live = list(range(len(prompts)))  # batch row -> position in `prompts`
     generated: list[list[int]] = [[] for _ in prompts]
     stops = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)

@@ -28,7 +28,7 @@ class LocalBackend:
         tokenizer: Any,
         *,
         template: str = "auto",
-        batch_size: int = 16,
+        batch_size: int = 32,
         fingerprint: str | None = None,
         model_name: str = "",
         bf16_head: Literal["auto", "on", "off"] = "auto",
@@ -52,7 +52,7 @@ class LocalBackend:
     @classmethod
     def from_pretrained(
         cls, name: str | Path, *, dtype: str = "float32", device: str = "cpu", template: str = "auto",
-        batch_size: int = 16, trust_remote_code: bool = False, bf16_head: Literal["auto", "on", "off"] = "auto",
+        batch_size: int = 32, trust_remote_code: bool = False, bf16_head: Literal["auto", "on", "off"] = "auto",
     ) -> LocalBackend:
         """Load `name` (the default alias, a folder, a PEFT adapter folder or a hub id) and wrap it."""
         from babeltune.models.loading import load_model

@@ -310,11 +310,17 @@ def _write_summary(out: Path, summary: GenerationSummary) -> None:
 
 
 def read_generations(path: str | Path) -> list[dict[str, Any]]:
-    """Read a generation file strictly: every line a complete row with all fields (file:line on error)."""
+    """Read a generation file strictly: every line a complete row with the fields evaluation needs and a
+    unique id (errors name file:line and field)."""
+    return [row for _, row in read_generation_lines(path)]
+
+
+def read_generation_lines(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """`read_generations`, with each row's line number."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"generation file not found: {path} (write one with `babeltune generate`)")
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[int, dict[str, Any]]] = []
     seen: dict[str, int] = {}
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -332,6 +338,5 @@ def read_generations(path: str | Path) -> list[dict[str, Any]]:
         if row["id"] in seen:
             raise GenerationFileError(f"{path}:{lineno}: field 'id': {row['id']!r} already at line {seen[row['id']]}")
         seen[row["id"]] = lineno
-        row.setdefault("_line", lineno)
-        rows.append(row)
+        rows.append((lineno, row))
     return rows
