@@ -52,7 +52,7 @@ def test_packed_supervised_loss_equals_the_naive_path(tiny_tok: Any, tiny_lm: An
     batch = collate(examples[:6], pack=pack, capacity=256, pad_id=tiny_tok.pad_token_id)
     if pack:
         assert batch.inputs["input_ids"].shape[0] < 6  # several examples share a row
-    fused = SupervisedLMLoss(tiny_lm, chunk=5)(**batch.inputs)
+    fused = SupervisedLMLoss(tiny_lm, chunk=5, vocab_tile=100)(**batch.inputs)  # several row and vocab tiles
     fused.backward()
     fused_grads = {n: p.grad.clone() for n, p in tiny_lm.named_parameters()}
     tiny_lm.zero_grad()
@@ -81,7 +81,7 @@ def test_linear_cross_entropy_matches_torch(softcap: float | None) -> None:
     hidden = torch.randn(11, 8, requires_grad=True)
     weight = torch.randn(40, 8, requires_grad=True)
     targets = torch.randint(0, 40, (11,))
-    fused = linear_cross_entropy(hidden, weight, targets, chunk=3, softcap=softcap)
+    fused = linear_cross_entropy(hidden, weight, targets, chunk=3, softcap=softcap, vocab_tile=16)
     fused.backward()
     grads = hidden.grad.clone(), weight.grad.clone()
     hidden.grad = weight.grad = None
@@ -212,3 +212,18 @@ def test_numbers_fingerprint_ignores_run_management() -> None:
     assert TrainConfig(data="x", out=Path("elsewhere"), save_every=5).numbers_fingerprint() == \
         base.numbers_fingerprint()
     assert TrainConfig(data="x", lr=3e-4).numbers_fingerprint() != base.numbers_fingerprint()
+
+
+def test_startup_check_catches_a_head_the_fused_loss_cannot_reproduce(tiny_tok: Any, tiny_lm: Any) -> None:
+    from babeltune.train.modeling import NaiveLMLoss, fused_loss_matches
+
+    examples, _ = _examples(tiny_tok)
+    ex = min(examples, key=len)
+    assert fused_loss_matches(tiny_lm, list(ex.input_ids), list(ex.targets))
+    head = tiny_lm.lm_head
+    head.forward = lambda x: torch.nn.functional.linear(x, head.weight) * 2.0  # e.g. a model that scales logits
+    assert not fused_loss_matches(tiny_lm, list(ex.input_ids), list(ex.targets))
+    batch = collate(examples[:3], pack=True, capacity=256, pad_id=tiny_tok.pad_token_id)
+    with torch.no_grad():  # the fallback reproduces the model's own loss, whatever its head does
+        assert NaiveLMLoss(tiny_lm)(**batch.inputs).item() == pytest.approx(_naive_sum(tiny_lm, examples[:3]).item(),
+                                                                           rel=1e-5)

@@ -183,3 +183,11 @@ def test_cli_trains_from_yaml_with_overrides(tiny_dir: Path, data: Path, tmp_pat
     assert main(["train", "--config", str(config), "--data", str(data), "--out", str(tmp_path / "x"),
                  "overflow=cut"]) == 2
     assert "overflow must be one of" in capsys.readouterr().err
+
+
+@pytest.mark.integration  # not the default model, but torch.compile takes a minute or two on a small CPU
+def test_compiled_layers_train_like_eager(tiny_dir: Path, data: Path, tmp_path: Path) -> None:
+    eager = losses(train(fast_config(tiny_dir, data, tmp_path / "eager", max_steps=2)).log_path)
+    compiled = train(fast_config(tiny_dir, data, tmp_path / "compiled", max_steps=2, compile=True))
+    assert losses(compiled.log_path) == pytest.approx(eager, abs=1e-4)
+    assert json.loads((tmp_path / "compiled" / "run.json").read_text())["config"]["compile"] is True

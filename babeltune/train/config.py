@@ -89,6 +89,9 @@ class TrainConfig:
     """Examples longer than max_length: truncate (cut at max_length), drop, or error. Counted either way."""
     pack: bool = True
     """Pack a micro-batch's examples into as few rows as possible, without attention between them."""
+    pack_length: int | None = None
+    """Tokens per packed row; None: max(max_length, 512). Longer rows waste less padding but attend
+    over more positions (the block-diagonal mask is not skipped by CPU attention kernels)."""
     shuffle: bool = True
     """Shuffle the example order every epoch (a pure function of seed and epoch)."""
 
@@ -122,8 +125,12 @@ class TrainConfig:
     fp32: everything in float32. auto: bf16 where the device supports it."""
     seed: int = 0
     """Seed for LoRA initialisation, dropout and the data order."""
+    compile: bool = False
+    """torch.compile each decoder layer (regional, dynamic shapes): fuses the element-wise work that
+    dominates CPU steps after the matrix products; the first step pays the compilation (~1-2 min)."""
     logits_chunk: int = 1024
-    """Supervised positions per LM-head chunk: bounds the logits buffer to chunk x vocab floats."""
+    """Supervised positions per LM-head chunk. The loss walks the vocabulary in tiles, so memory is
+    chunk x 16384 floats (plus chunk x vocab logits in the compute dtype when the head is trained)."""
 
     # run management
     save_every: int = 0
@@ -166,8 +173,15 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be positive or null, got {self.max_grad_norm}")
+        if self.pack_length is not None and self.pack_length < self.max_length:
+            raise ValueError(f"pack_length ({self.pack_length}) must be at least max_length ({self.max_length})")
         if self.max_length < 2:
             raise ValueError("max_length must be at least 2 (one input and one predicted token)")
+
+    @property
+    def row_capacity(self) -> int:
+        """Tokens per packed row (see pack_length)."""
+        return self.pack_length if self.pack_length is not None else max(self.max_length, 512)
 
     def require_data(self) -> None:
         if not self.data:

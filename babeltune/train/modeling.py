@@ -81,7 +81,10 @@ def store_frozen_in(model: nn.Module, dtype: torch.dtype) -> int:
 
 def fused_loss_matches(lm: nn.Module, input_ids: list[int], targets: list[int], tolerance: float = 1e-4) -> bool:
     """Whether the fused supervised loss equals the model's own full-logits loss on one example
-    (float32, no autocast): a model with an unusual output layer (scaled logits, biases) fails this."""
+    (float32, no autocast): a model with an unusual output layer (scaled logits, biases) fails this.
+    The example must have trained tokens, or the comparison proves nothing."""
+    if all(t == -100 for t in targets):
+        raise ValueError("fused_loss_matches needs an example with trained tokens")
     ids = torch.tensor([input_ids])
     tgt = torch.tensor(targets)
     index = (tgt != -100).nonzero().squeeze(1)
@@ -97,6 +100,19 @@ def fused_loss_matches(lm: nn.Module, input_ids: list[int], targets: list[int], 
     finally:
         lm.train(was_training)
     return abs(fused - naive) <= tolerance * max(1.0, abs(naive))
+
+
+def compile_layers(lm: Any) -> int:
+    """torch.compile every decoder layer in place (one compiled graph serves all layers of a kind;
+    dynamic shapes, so varying row lengths do not recompile). Returns the number of layers."""
+    from babeltune.train.losses import decoder_of
+
+    layers = getattr(decoder_of(lm), "layers", None)
+    if layers is None:
+        raise ValueError(f"compile=true: {type(lm).__name__}'s decoder has no .layers to compile")
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return len(layers)
 
 
 def save_final(lm: Any, tokenizer: Any, folder: Path, *, state_dict: dict[str, torch.Tensor] | None = None) -> Path:

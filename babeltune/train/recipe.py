@@ -46,6 +46,7 @@ from babeltune.train.metrics import FlopsModel, MetricsLogger, measure_matmul_pe
 from babeltune.train.modeling import (
     NaiveLMLoss,
     apply_lora,
+    compile_layers,
     fused_loss_matches,
     merge_adapter,
     save_final,
@@ -155,6 +156,10 @@ def train(config: TrainConfig, *, resume: bool = False, on_step: Callable[[StepR
 
     # 1. The run folder.
     ckpt = _check_run_dir(config, resume)
+    fsdp = str(accelerator.distributed_type).endswith("FSDP")
+    if fsdp and ckpt is not None:
+        raise CheckpointError("--resume is not supported under FSDP (checkpoints hold unsharded state); "
+                              "use DDP or a single process for resumable runs")
 
     # 2. The data.
     loaded = load_records(config.data, on_invalid="skip" if config.skip_invalid else "error",
@@ -185,12 +190,14 @@ def train(config: TrainConfig, *, resume: bool = False, on_step: Callable[[StepR
             param.requires_grad_(True)
     device = accelerator.device
     autocast_dtype = resolve_precision(config.precision, device)
-    first = examples[0]
-    fused = fused_loss_matches(lm, list(first.input_ids[:64]), list(first.targets[:64]))
+    probe = min(examples, key=len)  # every kept example has trained tokens, so the check compares real losses
+    fused = fused_loss_matches(lm, list(probe.input_ids), list(probe.targets))
     if not fused:
         log.warning("the fused LM-head loss does not reproduce this model's logits: using full logits (slower)")
     if autocast_dtype is not None and config.method == "lora":
         store_frozen_in(lm, autocast_dtype)
+    if config.compile:
+        compile_layers(lm)
     from babeltune.train.losses import SupervisedLMLoss
 
     module: torch.nn.Module = (SupervisedLMLoss(lm, chunk=config.logits_chunk, compute_dtype=autocast_dtype)
@@ -217,13 +224,17 @@ def train(config: TrainConfig, *, resume: bool = False, on_step: Callable[[StepR
         start_step = restored.step
         log.info("resumed from %s at step %d", ckpt, start_step)
     peak = peak_flops(config, device)
+    if fsdp:
+        log.warning("FSDP: no step checkpoints are written (resume needs DDP or a single process); "
+                    "the final weights are gathered and saved")
 
     if main:
         write_run_info(run_dir, config=config, seed=config.seed, data={
             "source": config.data, "read": loaded.report.to_dict(), "examples": report.to_dict(),
             "model": base.path, "model_fingerprint": model_fingerprint(base.path),
         }, extra={"train": {
-            "processes": world, "device": str(device), "precision": str(autocast_dtype or "float32"),
+            "processes": world, "distributed": str(accelerator.distributed_type).split(".")[-1],
+            "device": str(device), "precision": str(autocast_dtype or "float32"),
             "fused_loss": fused, "trainable_parameters": trainable, "parameters": total_params,
             "peak_flops": peak, "global_batch": schedule.global_batch, "total_steps": schedule.total_steps,
             "steps_per_epoch": schedule.steps_per_epoch, "template": template.describe(),
@@ -235,7 +246,7 @@ def train(config: TrainConfig, *, resume: bool = False, on_step: Callable[[StepR
 
     # 5. The loop.
     planner = StepPlanner(examples, schedule, batch_size=config.batch_size, grad_accum=config.grad_accum,
-                          rank=rank, world=world, pack=config.pack, capacity=config.max_length,
+                          rank=rank, world=world, pack=config.pack, capacity=config.row_capacity,
                           pad_id=int(tokenizer.pad_token_id))
 
     def save(step: int) -> None:
@@ -252,7 +263,8 @@ def train(config: TrainConfig, *, resume: bool = False, on_step: Callable[[StepR
             loss_fn=call_module_loss, start_step=start_step, total_steps=schedule.total_steps, logger=logger,
             max_grad_norm=config.max_grad_norm, autocast_dtype=autocast_dtype,
             flops=lambda p: flops_model.step_flops(p.example_lengths, p.global_items), peak_flops=peak,
-            log_every=config.log_every, save_every=config.save_every, save=save, on_step=on_step,
+            log_every=config.log_every, save_every=config.save_every, save=None if fsdp else save,
+            on_step=on_step,
         )
     finally:
         logger.close()
@@ -263,16 +275,14 @@ def train(config: TrainConfig, *, resume: bool = False, on_step: Callable[[StepR
     # 6. The final weights.
     accelerator.wait_for_everyone()
     weights, merged = run_dir / "final", None
-    if config.method == "lora":
-        if main:
-            save_final(unwrapped.lm, tokenizer, weights)
-            if config.merge:
-                merged = merge_adapter(weights, run_dir / "merged")
-    else:
-        state = accelerator.get_state_dict(model)  # gathers shards under FSDP; every process takes part
-        if main:
-            lm_state = {k.removeprefix("lm."): v for k, v in state.items()}
-            save_final(unwrapped.lm, tokenizer, weights, state_dict=lm_state)
+    # A full model, or any model under FSDP, is gathered first (every process takes part); a LoRA
+    # adapter is saved from the main process's copy.
+    state = accelerator.get_state_dict(model) if config.method == "full" or fsdp else None
+    if main:
+        lm_state = {k.removeprefix("lm."): v for k, v in state.items()} if state is not None else None
+        save_final(unwrapped.lm, tokenizer, weights, state_dict=lm_state)
+        if config.method == "lora" and config.merge:
+            merged = merge_adapter(weights, run_dir / "merged")
     accelerator.wait_for_everyone()
     outcome = TrainResult(run_dir=run_dir, weights=weights, merged=merged, final_loss=final_loss,
                           log_path=run_dir / "log.jsonl", steps=schedule.total_steps, lr=config.lr)
