@@ -39,6 +39,12 @@ def machine() -> dict[str, Any]:
             "threads": torch.get_num_threads(), "load_avg": os.getloadavg()}
 
 
+def previous_results(out: Path, name: str) -> dict[str, Any]:
+    """Results of conditions measured by an earlier run of the same stage (kept; re-measured ones replaced)."""
+    path = out / f"{name}.json"
+    return dict(json.loads(path.read_text())["results"]) if path.exists() else {}
+
+
 def save(out: Path, name: str, payload: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps({"machine": machine(), **payload}, indent=2, ensure_ascii=False))
@@ -65,11 +71,11 @@ def stage_probe(args: argparse.Namespace) -> None:
 # -- manipulation training --------------------------------------------------------------------------------------
 
 def stage_train(args: argparse.Namespace) -> None:
-    from babeltune.lens.manipulate import LensTrainConfig, run_manipulation
+    from babeltune.lens.manipulate import LensOptim, LensTrainConfig, run_manipulation
 
     cfg = LensTrainConfig(subspace=str(args.out / "subspace"), data=args.train_data, max_groups=args.groups,
                           languages=args.train_languages.split(",") if args.train_languages else [],
-                          progress=False)
+                          optim=LensOptim(lr=args.lens_lr), progress=False)
     summary = run_manipulation(cfg, args.out / "lens-run")
     print(json.dumps({k: summary[k] for k in ("steps", "seconds", "tokens", "trainable_params", "first", "last")},
                      indent=2))
@@ -166,7 +172,7 @@ def stage_mc(args: argparse.Namespace) -> None:
     from babeltune.lens.subspace import LanguageSubspace
 
     items = flores_mc(args.mc_languages.split(","), args.mc_items)
-    results = {}
+    results = previous_results(args.out, "mc")
     for name, model, steering in conditions(args):
         loaded = _loaded(model)
         start = time.perf_counter()
@@ -201,7 +207,7 @@ def stage_gen(args: argparse.Namespace) -> None:
             per[rec.lang].append(rec)
     settings = DecodingSettings(max_new_tokens=args.max_new_tokens)
     identifier = get_identifier()
-    results = {}
+    results = previous_results(args.out, "gen")
     for name, model, steering in conditions(args):
         loaded = _loaded(model)
         backend = LocalBackend(loaded.model, loaded.tokenizer, batch_size=16, model_name=model)
@@ -245,6 +251,7 @@ def main() -> None:
     parser.add_argument("--train-data", default="bundled:train")
     parser.add_argument("--train-languages", default="", help="default: the subspace's languages")
     parser.add_argument("--groups", type=int, default=120, help="parallel groups for manipulation training")
+    parser.add_argument("--lens-lr", type=float, default=1e-5, help="manipulation training lr (release: 1e-5)")
     parser.add_argument("--sft-method", choices=["lora", "full"], default="lora")
     parser.add_argument("--sft-steps", type=int, default=8)
     parser.add_argument("--mc-languages", default="en,es,fi,ru,zh,ar,hi,sw")
