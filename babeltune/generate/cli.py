@@ -105,7 +105,25 @@ def _config(cls: Any, args: argparse.Namespace, flags: dict[str, str]) -> Any:
     return from_dict(cls, data, where=args.config or "command line")
 
 
+def passive_openmp() -> None:
+    """Let idle OpenMP threads sleep instead of spinning, unless the user chose otherwise.
+
+    On a CPU shared with other processes, spinning threads that lose their core stall every parallel
+    region: a float32 generation ran 4-6x slower (measured at load 7-9 on 2 cores; benchmarks/README.md).
+    OpenMP reads the setting once, when torch loads it; so this runs when this module is imported for a
+    `babeltune generate|serve` process (before any stage's command-line module can import torch), and
+    again at the start of the commands (for `main([...])` calls in a process without torch yet).
+    """
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+if next((a for a in sys.argv[1:] if not a.startswith("-")), None) in ("generate", "serve"):
+    passive_openmp()
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
+    passive_openmp()
     from babeltune.config import ConfigError
     from babeltune.generate.config import GenerateConfig
     from babeltune.generate.runner import run_generation
@@ -172,6 +190,7 @@ def make_backend(cfg: Any) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    passive_openmp()
     import ipaddress
 
     from babeltune.config import ConfigError
