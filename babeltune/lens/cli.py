@@ -180,21 +180,25 @@ def _load_for_steering(model_name: str, steer_cfg: Any, dtype: str = "float32", 
 
 
 def cmd_steer(args: argparse.Namespace) -> int:
+    from babeltune.data.records import Message
+    from babeltune.generate.backends import GenerationRequest
+    from babeltune.generate.local import LocalBackend
+    from babeltune.generate.settings import DecodingSettings
     from babeltune.lens.steering import steer
-    from babeltune.models.chat import get_template
 
     steer_cfg = steer_config_from_args(args)
     loaded, subspace = _load_for_steering(args.model, steer_cfg)
-    prompts = _steer_prompts(args)
-    template = get_template(loaded.tokenizer)
+    backend = LocalBackend(loaded.model, loaded.tokenizer, batch_size=1, model_name=args.model)
+    settings = DecodingSettings(max_new_tokens=args.max_new_tokens)  # babeltune generate's defaults (greedy)
     rows = []
-    for lang, text in prompts:
-        plain = _greedy(loaded, template, text, args.max_new_tokens)
+    for i, (lang, text) in enumerate(_steer_prompts(args)):
+        request = [GenerationRequest(f"p{i}", (Message("user", text),))]
+        [plain] = backend.generate(request, settings)
         with steer(loaded.model, subspace, mode=steer_cfg.mode, coefficient=steer_cfg.coefficient,
                    layers=steer_cfg.layers, lang=steer_cfg.lang or lang):
-            steered = _greedy(loaded, template, text, args.max_new_tokens)
-        rows.append({"lang": lang, "prompt": text, "unsteered": plain, "steered": steered})
-        print(f"--- [{lang}] {text}\n  unsteered: {plain!r}\n  steered:   {steered!r}")
+            [steered] = backend.generate(request, settings)
+        rows.append({"lang": lang, "prompt": text, "unsteered": plain.text, "steered": steered.text})
+        print(f"--- [{lang}] {text}\n  unsteered: {plain.text!r}\n  steered:   {steered.text!r}")
     if args.out:
         Path(args.out).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return 0
@@ -220,21 +224,6 @@ def _steer_prompts(args: argparse.Namespace) -> list[tuple[str, str]]:
     if not prompts:
         raise ValueError("give prompts with --prompt LANG:TEXT or --data SOURCE")
     return prompts
-
-
-def _greedy(loaded: Any, template: Any, text: str, max_new_tokens: int) -> str:
-    import torch
-
-    from babeltune.data.records import Message
-    from babeltune.models.chat import render_prompt
-
-    ids = render_prompt(loaded.tokenizer, template, [Message("user", text)])
-    stop = template.stop_token_ids(loaded.tokenizer)
-    with torch.no_grad():
-        out = loaded.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                    max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop,
-                                    pad_token_id=loaded.tokenizer.pad_token_id)
-    return str(loaded.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)).strip()
 
 
 def cmd_mc_eval(args: argparse.Namespace) -> int:

@@ -154,7 +154,7 @@ class LanguageSubspace:
             raise SubspaceMismatchError(
                 f"subspace probed on {source} (fingerprint {str(saved)[:12]}) but this model's fingerprint is "
                 f"{fingerprint[:12]}: the subspace belongs to other weights; probe this model again "
-                "(or pass --allow-other-model to use it anyway)")
+                "(or allow it: --steer-allow-other-model, allow_other_model=true)")
 
     # -- files ------------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
