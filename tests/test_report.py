@@ -30,6 +30,8 @@ def make_run(run_dir: Path, *, with_agreement: bool = True) -> Path:
         for kind in ("list_items", "all_caps", "answer_language"):
             rows.append(ResultRow(cond, "all", f"modifier:{kind}", 0.2 + 0.1 * c, 0.1, 0.5, 12))
         rows.append(ResultRow(cond, "all", "train_loss", 1.5 - 0.1 * c, n=160))
+        for group in ("seen", "unseen"):
+            rows.append(ResultRow(cond, group, "sxs", 40.0 + c, 30.0, 50.0, 10, judge="reference"))
         if with_agreement:
             rows.append(ResultRow(cond, "all", "judge_agreement", 0.7, n=40, judge="reference vs llm"))
             rows.append(ResultRow(cond, "all", "judge_kappa", 0.41, n=40, judge="reference vs llm"))
@@ -48,7 +50,7 @@ def make_run(run_dir: Path, *, with_agreement: bool = True) -> Path:
 def test_results_round_trip(tmp_path: Path) -> None:
     make_run(tmp_path)
     rows, meta = read_results(tmp_path)
-    assert meta["experiment"] == "unit<test>" and len(rows) == 3 * (5 * 3 + 3 + 1 + 2)
+    assert meta["experiment"] == "unit<test>" and len(rows) == 3 * (5 * 3 + 3 + 1 + 2 + 2)
     assert rows[0] == ResultRow("english_only", "en", "sxs", 50.0, 42.0, 58.0, 20, 0, "reference", "english_only")
     assert (tmp_path / "results.csv").read_text().splitlines()[0].startswith("condition,lang,metric,value")
 
@@ -63,9 +65,10 @@ def test_report_is_self_contained_with_all_sections(tmp_path: Path) -> None:
     assert "http://" not in page and "https://" not in page  # nothing fetched from anywhere
     for text in ("Cross-lingual transfer", "Language fidelity", "Modifier instructions", "Judge agreement",
                  "Sample responses", "reference vs llm", "unit&lt;test&gt;", "prompt &lt;zh&gt; 怎样",
-                 "answer of pinch40 &amp; more", "after one retry): 3."):
+                 "answer of pinch40 &amp; more", "after one retry): 3.", "unseen languages"):
         assert text in page, text
     assert "<test>" not in page  # escaped
+    assert ">seen<" not in page  # pooled groups are not plotted as languages
 
 
 def test_report_without_judge_or_samples_says_what_is_missing(tmp_path: Path) -> None:

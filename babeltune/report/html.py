@@ -21,6 +21,8 @@ from babeltune.experiments.results import ResultRow, pivot, read_results
 from babeltune.report import plots
 
 SAMPLES_JSON = "samples.json"
+POOLED = ("all", "seen", "unseen")
+"""Pseudo-languages of the results table: pooled over all, over the tuning languages, over the others."""
 REPORT_HTML = "report.html"
 
 STYLE = """
@@ -86,7 +88,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     run_dir = Path(run_dir)
     rows, meta = read_results(run_dir)
     conditions = _ordered(meta.get("conditions", []), [r.condition for r in rows])
-    languages = _ordered(meta.get("languages", []), [r.lang for r in rows if r.lang != "all"])
+    languages = _ordered(meta.get("languages", []), [r.lang for r in rows if r.lang not in POOLED])
     judge = meta.get("primary_judge") or next((r.judge for r in rows if r.metric == "sxs"), None)
     parts = [_header(meta, conditions, languages, judge), _summary(rows, conditions, judge)]
     parts.append(_sxs_section(rows, conditions, languages, judge, meta))
@@ -162,7 +164,16 @@ def _sxs_section(rows: list[ResultRow], conditions: list[str], languages: list[s
                                             ylabel="SxS score", reference_line=50.0),
                        "Per-language SxS scores with bootstrap 95% confidence intervals.",
                        "No per-language SxS scores to plot."))
-    invalid = sum(r.invalid for r in rows if r.metric == "sxs" and r.lang != "all")
+    pooled = [(c, table[c]) for c in conditions if c in table and ("seen" in table[c] or "unseen" in table[c])]
+    if pooled:
+        out.append("<table><tr><th>condition</th><th>seen languages (tuned on)</th><th>unseen languages</th>"
+                   "<th>all</th></tr>")
+        for c, t in pooled:
+            cells = "".join(f"<td class='num'>{_with_ci(t.get(group))}</td>" for group in ("seen", "unseen", "all"))
+            out.append(f"<tr><td>{_e(c)}</td>{cells}</tr>")
+        out.append("</table><p class='note'>SxS pooled over the languages each condition was tuned on and over the "
+                   "others.</p>")
+    invalid = sum(r.invalid for r in rows if r.metric == "sxs" and r.lang not in POOLED)
     out.append(f"<p class='note'>Pairs excluded as invalid (verdict unparseable after one retry): {invalid}.</p>")
     return "\n".join(out)
 
