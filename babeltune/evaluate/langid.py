@@ -118,20 +118,19 @@ def clean_text(text: str) -> str:
     return "\n".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-def _is_wide(ch: str) -> bool:
-    """Han, kana and hangul: one character carries about a word's worth of evidence."""
-    name = unicodedata.name(ch, "")
-    return name.startswith(("CJK UNIFIED", "HIRAGANA", "KATAKANA", "HANGUL"))
-
-
-def _is_letter(ch: str) -> bool:
-    """Letters and combining marks (Devanagari vowel signs are marks, not letters, to `str.isalpha`)."""
-    return ch.isalpha() or unicodedata.category(ch).startswith("M")
+@functools.cache
+def _weight(ch: str) -> int:
+    """Evidence a character carries: 0 for non-letters; 1 for a letter or combining mark (Devanagari
+    vowel signs are marks, not letters, to `str.isalpha`); 3 for Han, kana and hangul, where one
+    character carries about a word's worth. Cached: texts reuse few distinct characters."""
+    if not (ch.isalpha() or unicodedata.category(ch).startswith("M")):
+        return 0
+    return 3 if unicodedata.name(ch, "").startswith(("CJK UNIFIED", "HIRAGANA", "KATAKANA", "HANGUL")) else 1
 
 
 def evidence(text: str) -> int:
     """How much identifiable text there is: letters, counting a CJK character as three."""
-    return sum(3 if _is_wide(ch) else 1 for ch in text if _is_letter(ch))
+    return sum(map(_weight, text))
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;。！？؟।])\s+|(?<=[。！？])")
@@ -202,7 +201,7 @@ def identify(text: str, identifier: LanguageIdentifier, thresholds: LangIdThresh
     amount = evidence(clean)
     if amount < th.min_response:
         return None, 0.0, f"too short to identify ({amount} letters of text)"
-    others = sum(1 for ch in clean if not ch.isspace() and not _is_letter(ch))
+    others = sum(1 for ch in clean if not ch.isspace() and not _weight(ch))
     if amount < th.min_letter_share * (amount + others):
         return None, 0.0, f"mostly numbers, symbols or code ({amount} letters, {others} other characters)"
     probs = code_probabilities(clean, identifier)

@@ -7,7 +7,10 @@ matter and `generate` does none of them by default:
 2. a sequence that has stopped leaves the batch at once (its rows are dropped from the KV cache),
    instead of being computed until the longest sequence of the batch ends;
 3. only the last position's logits are computed (`logits_to_keep=1`): with a 262k-token vocabulary
-   the full-prompt logits of the prefill would cost more than the rest of the model.
+   the full-prompt logits of the prefill would cost more than the rest of the model;
+4. the KV cache appends in place (`kvcache.py`) instead of re-concatenating every layer every step;
+5. greedy tokens of a float32 model can be picked by an exact bfloat16 LM head (`fasthead.py`);
+6. the repetition penalty touches only the tokens seen (gather/scatter), not the whole vocabulary.
 
 Each step processes the logits as transformers does (repetition penalty, then temperature, top-k,
 top-p), so greedy decoding at batch 1 reproduces `model.generate`'s tokens (tested). Sampling uses
