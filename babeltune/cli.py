@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from babeltune import __version__
 
@@ -27,6 +29,29 @@ STAGE_CLIS: tuple[str, ...] = (
 
 class CLIError(Exception):
     """A user error: printed as one line, exit status 2, no traceback."""
+
+
+def command_config(cls: Any, args: argparse.Namespace, flags: dict[str, str],
+                   values: dict[str, Any] | None = None) -> Any:
+    """A command's typed config: its YAML file (`args.config`), then `--set key=value` overrides
+    (`args.set`), then `values`, then the command's own flags (`flags`: argparse attribute -> config key;
+    flag values are taken as typed, not re-parsed)."""
+    from babeltune.config import load_config
+
+    typed = {key: getattr(args, attr) for attr, key in flags.items() if getattr(args, attr, None) is not None}
+    return load_config(cls, args.config, args.set, {**(values or {}), **typed})
+
+
+def passive_openmp() -> None:
+    """Idle OpenMP threads sleep instead of spinning, unless the environment says otherwise.
+
+    On a CPU shared with other processes, spinning threads that lose their core stall every parallel
+    region: training steps and float32 generation ran ~4x slower at load 7-9 on 2 cores
+    (benchmarks/README.md). OpenMP reads the setting once, when torch loads; no command imports torch
+    before it runs (tests/test_cli.py), so `main` sets it before dispatching.
+    """
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    passive_openmp()
     try:
         result = args.func(args)
     except KeyboardInterrupt:

@@ -84,11 +84,19 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Build `cls` from a YAML file (optional) plus `key=value` overrides."""
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+                values: dict[str, Any] | None = None) -> T:
+    """Build `cls` from a YAML file (optional), then `key=value` overrides (text, read as YAML), then
+    `values` ({"key.sub": value}, already typed: a command's own flags), each layer winning over the last."""
     data = read_yaml(path) if path is not None else {}
     data = apply_overrides(data, overrides or [])
-    return from_dict(cls, data, where=str(path) if path else "overrides")
+    for key, value in (values or {}).items():
+        node = data
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return from_dict(cls, data, where=str(path) if path else "command line")
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config", prefix: str = "") -> T:

@@ -49,9 +49,7 @@ def demo_config(quick: bool, overrides: list[str]) -> Any:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from babeltune.experiments.cli import passive_openmp, resumable
-
-    passive_openmp()
+    from babeltune.experiments.cli import resumable
     from babeltune.experiments.config import expand_conditions
     from babeltune.experiments.progress import format_duration
     from babeltune.experiments.runner import run_experiment

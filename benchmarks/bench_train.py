@@ -200,20 +200,27 @@ def summarise(job: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any
     losses = [s["loss"] for s in timed if "loss" in s]
     return {
         "tokens_per_s": tokens / seconds, "s_per_step": seconds / len(timed), "tokens_per_step": tokens / len(timed),
-        "mfu": sum(s["flops"] for s in timed) / seconds / job["peak_flops"], "peak_mem_gb": peak_memory_gb(),
+        "flops_per_s": sum(s["flops"] for s in timed) / seconds, "peak_mem_gb": peak_memory_gb(),
         "mean_loss": sum(losses) / len(losses) if losses else None, "steps": len(timed),
         "first_step_s": steps[0]["seconds"],
     }
 
 
 def worker(system: str, job: dict[str, Any]) -> None:
+    import torch
+
+    from babeltune.train import measure_matmul_peak
+
+    # The peak is measured again beside every system (on a shared CPU it moves with the load); the
+    # table uses the best value observed in the whole run, for every system alike.
+    peak = measure_matmul_peak("cuda" if torch.cuda.is_available() else "cpu", torch.bfloat16, seconds=2.0)
     tool, *rest = system.split("-")
     method = rest[-1]
     if tool == "babeltune":
         result = run_babeltune(job, method, compiled=rest[0] == "compile")
     else:
         result = run_trl(job, method, fast=rest[0] == "fast")
-    print(RESULT_TAG + json.dumps(result), flush=True)
+    print(RESULT_TAG + json.dumps({**result, "peak_flops": peak}), flush=True)
 
 
 # The parent: job, systems, table -----------------------------------------------------------------
@@ -251,6 +258,9 @@ def main() -> int:
     parser.add_argument("--model", default="gemma-3-270m")
     parser.add_argument("--budget", type=int, default=160, help="mixture size (bundled:train: 160 prompts)")
     parser.add_argument("--out", default=None, help="keep the job and results in this folder")
+    parser.add_argument("--omp-wait-policy", default="PASSIVE",
+                        help="OMP_WAIT_POLICY for every system's process (PASSIVE: idle OpenMP threads sleep instead "
+                             "of spinning, which matters on a shared CPU; '' leaves the environment alone)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -259,6 +269,8 @@ def main() -> int:
         return 0
     if args.long:
         args.steps, args.warmup = max(args.steps, 10), max(args.warmup, 2)
+    if args.omp_wait_policy:
+        os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy  # before torch loads OpenMP: the peak measurement too
 
     import torch
 
@@ -276,6 +288,7 @@ def main() -> int:
     info = machine()
     print(f"machine: {info}")
     print(f"matmul peak ({device}): bf16 {peak / 1e9:.0f} GFLOP/s, fp32 {peak32 / 1e9:.0f} GFLOP/s")
+    print(f"OMP_WAIT_POLICY={args.omp_wait_policy or os.environ.get('OMP_WAIT_POLICY', '(unset)')} for every system")
     print(f"job: {source}, uniform mixture of {args.budget}, batch {args.batch} x max {args.max_length} tokens, "
           f"{args.warmup} warm-up + {args.steps} timed steps\n")
 
@@ -284,8 +297,9 @@ def main() -> int:
         if system not in SYSTEMS:
             raise SystemExit(f"unknown system {system!r}; choose from {', '.join(SYSTEMS)}")
         started = time.time()
+        env = {**os.environ, "OMP_WAIT_POLICY": args.omp_wait_policy} if args.omp_wait_policy else None
         proc = subprocess.run([sys.executable, __file__, "--worker", system, "--job", str(out / "job.json")],
-                              capture_output=True, text=True, check=False)
+                              capture_output=True, text=True, check=False, env=env)
         lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_TAG)]
         if proc.returncode != 0 or not lines:
             print(f"{system}: FAILED (exit {proc.returncode})\n{proc.stderr[-3000:]}")
@@ -293,6 +307,12 @@ def main() -> int:
         results[system] = json.loads(lines[-1][len(RESULT_TAG):])
         print(f"{system}: done in {time.time() - started:.0f} s (load average {os.getloadavg()[0]:.2f})", flush=True)
 
+    peak = max([peak, *(r["peak_flops"] for r in results.values())])
+    for r in results.values():
+        r["mfu"] = r["flops_per_s"] / peak
+    measured = ", ".join(f"{r['peak_flops'] / 1e9:.0f}" for r in results.values())
+    print(f"\nbf16 matmul peak used for MFU: {peak / 1e9:.0f} GFLOP/s (best of the parent's and every worker's "
+          f"measurement: {measured})")
     print(f"\n{'system':24} {'tok/s':>8} {'s/step':>8} {'tok/step':>9} {'peak GiB':>9} {'MFU':>7} {'loss':>8} "
           f"{'first step s':>13}")
     for system, r in results.items():
@@ -309,7 +329,8 @@ def main() -> int:
                     speed = ours["tokens_per_s"] / theirs["tokens_per_s"]
                     memory = ours["peak_mem_gb"] / theirs["peak_mem_gb"]
                     print(f"{method}: {mine} / trl-{variant}: tokens/s x{speed:.2f}, peak memory x{memory:.2f}")
-    (out / "results.json").write_text(json.dumps({"machine": info, "peak_bf16": peak, "peak_fp32": peak32,
+    (out / "results.json").write_text(json.dumps({"machine": info, "peak_bf16_used": peak, "peak_fp32": peak32,
+                                                  "omp_wait_policy": args.omp_wait_policy,
                                                   "job": job, "results": results}, indent=2))
     print(f"\nresults -> {out / 'results.json'}; load average now {os.getloadavg()}")
     return 0

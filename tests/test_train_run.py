@@ -162,6 +162,11 @@ def test_resume_refuses_a_different_config_and_fresh_runs_refuse_to_overwrite(ti
         train(config)
     with pytest.raises(CheckpointError, match="no checkpoint to resume from"):
         train(fast_config(tiny_dir, data, tmp_path / "other"), resume=True)
+    state_file = tmp_path / "run" / "checkpoints" / "step-000001" / "state.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "world_size": 2}))
+    with pytest.raises(CheckpointError, match=r"written by 2 process\(es\); resume with as many"):
+        train(config, resume=True)
 
 
 def test_cli_trains_from_yaml_with_overrides(tiny_dir: Path, data: Path, tmp_path: Path,

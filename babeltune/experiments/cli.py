@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,14 +49,6 @@ def resolve_experiment(name_or_path: str) -> Path:
                             f"{', '.join(shipped_experiments())}")
 
 
-def passive_openmp() -> None:
-    """Idle OpenMP threads sleep instead of spinning (as `babeltune train` and `generate` do): on a CPU
-    shared with other jobs, spinning threads made steps several times slower. OpenMP reads the setting
-    when torch loads, so this must run before the first torch import; a value already set wins."""
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 @contextlib.contextmanager
 def resumable(command: str) -> Iterator[None]:
     """Turn Ctrl-C or SIGTERM (also when training turns it into a checkpointed stop) into one line that
@@ -76,7 +66,6 @@ def resumable(command: str) -> Iterator[None]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    passive_openmp()
     from babeltune.experiments.config import expand_conditions, load_experiment
     from babeltune.experiments.progress import format_duration
     from babeltune.experiments.runner import run_experiment

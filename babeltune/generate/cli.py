@@ -86,50 +86,15 @@ def register(sub: Any) -> None:
     srv.set_defaults(func=cmd_serve)
 
 
-def _config(cls: Any, args: argparse.Namespace, flags: dict[str, str]) -> Any:
-    """YAML file, then --set overrides, then explicit flags (flag values are taken as typed, not re-parsed)."""
-    from babeltune.config import apply_overrides, from_dict, read_yaml
-
-    data = apply_overrides(read_yaml(args.config) if args.config else {}, args.set)
-    for attr, key in flags.items():
-        value = getattr(args, attr, None)
-        if value is None:
-            continue
-        node = data
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    if cls.__name__ == "GenerateConfig" and getattr(args, "endpoint", None) and getattr(args, "backend", None) is None:
-        data["backend"] = "endpoint"
-    return from_dict(cls, data, where=args.config or "command line")
-
-
-def passive_openmp() -> None:
-    """Let idle OpenMP threads sleep instead of spinning, unless the user chose otherwise.
-
-    On a CPU shared with other processes, spinning threads that lose their core stall every parallel
-    region: a float32 generation ran 4-6x slower (measured at load 7-9 on 2 cores; benchmarks/README.md).
-    OpenMP reads the setting once, when torch loads it; so this runs when this module is imported for a
-    `babeltune generate|serve` process (before any stage's command-line module can import torch), and
-    again at the start of the commands (for `main([...])` calls in a process without torch yet).
-    """
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-if next((a for a in sys.argv[1:] if not a.startswith("-")), None) in ("generate", "serve"):
-    passive_openmp()
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
-    passive_openmp()
+    from babeltune.cli import command_config
     from babeltune.config import ConfigError
     from babeltune.generate.config import GenerateConfig
     from babeltune.generate.runner import run_generation
 
     try:
-        cfg = _config(GenerateConfig, args, _GENERATE_FLAGS)
+        cfg = command_config(GenerateConfig, args, _GENERATE_FLAGS,
+                             {"backend": "endpoint"} if args.endpoint and args.backend is None else None)
     except ConfigError as exc:
         raise ValueError(str(exc)) from exc
     records = select_records(cfg)
@@ -190,16 +155,16 @@ def make_backend(cfg: Any) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    passive_openmp()
     import ipaddress
 
+    from babeltune.cli import command_config
     from babeltune.config import ConfigError
     from babeltune.generate.config import ServeConfig
     from babeltune.generate.local import LocalBackend
     from babeltune.generate.server import start_server
 
     try:
-        cfg = _config(ServeConfig, args, _SERVE_FLAGS)
+        cfg = command_config(ServeConfig, args, _SERVE_FLAGS)
     except ConfigError as exc:
         raise ValueError(str(exc)) from exc
     token = None

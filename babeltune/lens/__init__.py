@@ -6,15 +6,53 @@ multiple-choice evaluation study C reports.
 - `steer`: a context manager that edits chosen layers' states while the model runs;
 - `babeltune.lens.manipulate`: manipulation training of the top layers with study C's three losses;
 - `evaluate_mc` / `summarize`: multiple-choice accuracy per language with confidence intervals.
+
+(The names below load lazily, so `babeltune --help` does not import torch.)
 """
 
-from babeltune.lens.config import ProbeConfig, SteerConfig
-from babeltune.lens.diagnostics import LayerDiagnostics, format_table, layer_diagnostics
-from babeltune.lens.mc import MCItem, evaluate_mc, read_mc_items, summarize, wilson_interval
-from babeltune.lens.probe import ProbeResult, probe, run_probe
-from babeltune.lens.states import collect_states, state_sites
-from babeltune.lens.steering import Steering, steer
-from babeltune.lens.subspace import LanguageSubspace, SubspaceMismatchError, layer_subspace
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from babeltune.lens.config import ProbeConfig, SteerConfig
+    from babeltune.lens.diagnostics import LayerDiagnostics, format_table, layer_diagnostics
+    from babeltune.lens.mc import MCItem, evaluate_mc, read_mc_items, summarize, wilson_interval
+    from babeltune.lens.probe import ProbeResult, probe, run_probe
+    from babeltune.lens.states import collect_states, state_sites
+    from babeltune.lens.steering import Steering, steer
+    from babeltune.lens.subspace import LanguageSubspace, SubspaceMismatchError, layer_subspace
+
+_EXPORTS: dict[str, str] = {
+    "LanguageSubspace": "babeltune.lens.subspace",
+    "LayerDiagnostics": "babeltune.lens.diagnostics",
+    "MCItem": "babeltune.lens.mc",
+    "ProbeConfig": "babeltune.lens.config",
+    "ProbeResult": "babeltune.lens.probe",
+    "SteerConfig": "babeltune.lens.config",
+    "Steering": "babeltune.lens.steering",
+    "SubspaceMismatchError": "babeltune.lens.subspace",
+    "collect_states": "babeltune.lens.states",
+    "evaluate_mc": "babeltune.lens.mc",
+    "format_table": "babeltune.lens.diagnostics",
+    "layer_diagnostics": "babeltune.lens.diagnostics",
+    "layer_subspace": "babeltune.lens.subspace",
+    "probe": "babeltune.lens.probe",
+    "read_mc_items": "babeltune.lens.mc",
+    "run_probe": "babeltune.lens.probe",
+    "state_sites": "babeltune.lens.states",
+    "steer": "babeltune.lens.steering",
+    "summarize": "babeltune.lens.mc",
+    "wilson_interval": "babeltune.lens.mc",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'babeltune.lens' has no attribute {name!r}")
+
 
 __all__ = [
     "LanguageSubspace",

@@ -121,32 +121,13 @@ def steer_config_from_args(args: argparse.Namespace) -> Any:
                        layers=layers, lang=args.steer_lang, allow_other_model=args.steer_allow_other_model)
 
 
-def _config(cls: Any, args: argparse.Namespace, flags: dict[str, str]) -> Any:
-    """YAML file, then --set overrides, then explicit flags."""
-    from babeltune.config import ConfigError, apply_overrides, from_dict, read_yaml
-
-    data = apply_overrides(read_yaml(args.config) if args.config else {}, args.set)
-    for attr, key in flags.items():
-        value = getattr(args, attr, None)
-        if value is None:
-            continue
-        node = data
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    try:
-        return from_dict(cls, data, where=args.config or "command line")
-    except ConfigError as exc:
-        raise ValueError(str(exc)) from exc
-
-
 def cmd_probe(args: argparse.Namespace) -> int:
+    from babeltune.cli import command_config
     from babeltune.lens.config import ProbeConfig
     from babeltune.lens.diagnostics import format_table
     from babeltune.lens.probe import run_probe
 
-    cfg = _config(ProbeConfig, args, _PROBE_FLAGS)
+    cfg = command_config(ProbeConfig, args, _PROBE_FLAGS)
     result = run_probe(cfg, args.out)
     counts = ", ".join(f"{lang}={c['train']}+{c['heldout']}" for lang, c in result.split.counts().items())
     truncated = sum(result.split.report.truncated.values())
@@ -160,9 +141,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from babeltune.cli import command_config
     from babeltune.lens.manipulate import LensTrainConfig, run_manipulation
 
-    cfg = _config(LensTrainConfig, args, _TRAIN_FLAGS)
+    cfg = command_config(LensTrainConfig, args, _TRAIN_FLAGS)
     summary = run_manipulation(cfg, args.out)
     print(json.dumps(summary, indent=2))
     return 0

@@ -42,6 +42,7 @@ from babeltune.train.loop import (
     call_module_loss,
     run_training,
 )
+from babeltune.train.losses import SupervisedLMLoss
 from babeltune.train.metrics import FlopsModel, MetricsLogger, measure_matmul_peak, peak_memory_bytes
 from babeltune.train.modeling import (
     NaiveLMLoss,
@@ -160,6 +161,9 @@ def train(config: TrainConfig, *, resume: bool = False, on_step: Callable[[StepR
     if fsdp and ckpt is not None:
         raise CheckpointError("--resume is not supported under FSDP (checkpoints hold unsharded state); "
                               "use DDP or a single process for resumable runs")
+    if ckpt is not None and read_checkpoint_state(ckpt).get("world_size") != accelerator.num_processes:
+        raise CheckpointError(f"{ckpt} was written by {read_checkpoint_state(ckpt).get('world_size')} process(es); "
+                              f"resume with as many (now {accelerator.num_processes}): the global batch depends on it")
 
     # 2. The data.
     loaded = load_records(config.data, on_invalid="skip" if config.skip_invalid else "error",
@@ -198,8 +202,6 @@ def train(config: TrainConfig, *, resume: bool = False, on_step: Callable[[StepR
         store_frozen_in(lm, autocast_dtype)
     if config.compile:
         compile_layers(lm)
-    from babeltune.train.losses import SupervisedLMLoss
-
     module: torch.nn.Module = (SupervisedLMLoss(lm, chunk=config.logits_chunk, compute_dtype=autocast_dtype)
                                if fused else NaiveLMLoss(lm))
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)

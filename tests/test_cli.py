@@ -1,0 +1,38 @@
+"""The command line starts light: `babeltune --help` and every stage's `--help` must not import torch
+(it takes seconds to load, and OMP_WAIT_POLICY must be set before it loads)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from babeltune.cli import build_parser
+
+PROBE = """
+import sys
+from babeltune.cli import main
+try:
+    main({args!r})
+except SystemExit:
+    pass
+heavy = sorted(m for m in ("torch", "transformers", "peft", "accelerate") if m in sys.modules)
+print("HEAVY=" + ",".join(heavy))
+"""
+
+
+def _stages() -> list[str]:
+    parser = build_parser()
+    for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
+        return sorted(action.choices)
+    return []
+
+
+@pytest.mark.parametrize("args", [["--help"], *[[stage, "--help"] for stage in _stages()]],
+                         ids=lambda a: " ".join(a))
+def test_help_does_not_import_heavy_libraries(args: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY=\n" in proc.stdout, proc.stdout[-500:]
