@@ -55,6 +55,10 @@ def test_packed_supervised_loss_equals_the_naive_path(tiny_tok: Any, tiny_lm: An
     fused = SupervisedLMLoss(tiny_lm, chunk=5, vocab_tile=100)(**batch.inputs)  # several row and vocab tiles
     fused.backward()
     fused_grads = {n: p.grad.clone() for n, p in tiny_lm.named_parameters()}
+    # the tied table's lookups ran sparse for that call only; its gradient is the dense sum
+    embeddings = tiny_lm.get_input_embeddings()
+    assert embeddings.weight is tiny_lm.get_output_embeddings().weight and not embeddings.sparse
+    assert embeddings.weight.grad.layout == torch.strided
     tiny_lm.zero_grad()
     naive = _naive_sum(tiny_lm, examples[:6])
     naive.backward()
@@ -82,17 +86,25 @@ def test_linear_cross_entropy_matches_torch(softcap: float | None) -> None:
     weight = torch.randn(40, 8, requires_grad=True)
     targets = torch.randint(0, 40, (11,))
     fused = linear_cross_entropy(hidden, weight, targets, chunk=3, softcap=softcap, vocab_tile=16)
-    fused.backward()
+    (fused / 3).backward()  # an upstream gradient other than 1 scales both saved gradients
     grads = hidden.grad.clone(), weight.grad.clone()
     hidden.grad = weight.grad = None
     logits = hidden @ weight.T
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
     expected = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
-    expected.backward()
+    (expected / 3).backward()
     assert float(fused) == pytest.approx(float(expected), rel=1e-6)
     torch.testing.assert_close(grads[0], hidden.grad)
     torch.testing.assert_close(grads[1], weight.grad)
+
+
+def test_no_rows_give_zero_gradients() -> None:
+    weight = torch.randn(40, 8, requires_grad=True)
+    hidden = torch.randn(0, 8, requires_grad=True)
+    loss = linear_cross_entropy(hidden, weight, torch.zeros(0, dtype=torch.long), vocab_tile=16)
+    loss.backward()
+    assert float(loss) == 0.0 and torch.count_nonzero(weight.grad) == 0
 
 
 def test_frozen_head_gets_no_gradient_work() -> None:

@@ -202,7 +202,8 @@ def train(config: TrainConfig, *, resume: bool = False, on_step: Callable[[StepR
         store_frozen_in(lm, autocast_dtype)
     if config.compile:
         compile_layers(lm)
-    module: torch.nn.Module = (SupervisedLMLoss(lm, chunk=config.logits_chunk, compute_dtype=autocast_dtype)
+    module: torch.nn.Module = (SupervisedLMLoss(lm, chunk=config.logits_chunk, compute_dtype=autocast_dtype,
+                                                sparse_embedding_grad=not fsdp)
                                if fused else NaiveLMLoss(lm))
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     total_params = sum(p.numel() for p in module.parameters())
