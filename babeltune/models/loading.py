@@ -22,12 +22,23 @@ import os
 import shutil
 import socket
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def peft_quietly() -> Iterator[None]:
+    """Wrap peft calls that read `is_gradient_checkpointing`, a property transformers 5 deprecates with a
+    FutureWarning per call: nothing a user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 DEFAULT_MODEL = "gemma-3-270m"
 _DEFAULT_ALIASES = {"default", DEFAULT_MODEL, "google/gemma-3-270m"}
@@ -201,7 +212,8 @@ def load_model(
     if base:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, path)
+        with peft_quietly():
+            model = PeftModel.from_pretrained(model, path)
         if merge_adapter:
             model = model.merge_and_unload()
     model.to(device)

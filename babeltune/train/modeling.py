@@ -56,11 +56,14 @@ def apply_lora(model: nn.Module, settings: LoraSettings, base_path: str) -> Any:
     """Wrap `model` with a fresh LoRA adapter (initialised from the current torch seed)."""
     from peft import LoraConfig, get_peft_model
 
+    from babeltune.models.loading import peft_quietly
+
     check_lora_targets(model, settings.target_modules)
     targets: Any = "all-linear" if settings.target_modules == ["all-linear"] else list(settings.target_modules)
     lora_config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                              target_modules=targets, bias="none", task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, lora_config)
+    with peft_quietly():
+        peft_model = get_peft_model(model, lora_config)
     peft_model.peft_config["default"].base_model_name_or_path = base_path
     return peft_model
 
