@@ -55,7 +55,7 @@ def save(out: Path, name: str, payload: dict[str, Any]) -> None:
 def stage_probe(args: argparse.Namespace) -> None:
     from babeltune.lens.config import ProbeConfig
     from babeltune.lens.diagnostics import format_table
-    from babeltune.lens.probe import run_probe
+    from babeltune.lens.probing import run_probe
 
     cfg = ProbeConfig(data=[args.probe_data], languages=args.languages.split(","), per_language=args.per_language,
                       holdout=args.holdout, min_per_language=10, batch_size=16)

@@ -36,3 +36,17 @@ def test_help_does_not_import_heavy_libraries(args: list[str]) -> None:
                           check=False)
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY=\n" in proc.stdout, proc.stdout[-500:]
+
+
+@pytest.mark.parametrize("package", ["babeltune.train", "babeltune.lens"])
+def test_lazy_exports_are_not_shadowed_by_submodules(package: str) -> None:
+    """A lazily exported name that is also a submodule's name would turn into the module once the
+    submodule is imported (`from babeltune.lens import probe` gave a module)."""
+    import importlib
+    import pkgutil
+
+    module = importlib.import_module(package)
+    submodules = {info.name for info in pkgutil.iter_modules(module.__path__)}
+    assert not submodules & set(module._EXPORTS), submodules & set(module._EXPORTS)
+    for name, owner in module._EXPORTS.items():
+        assert getattr(importlib.import_module(owner), name) is getattr(module, name)

@@ -157,7 +157,7 @@ def test_parallel_groups_are_held_out_together(tiny_tok: Any, tmp_path: Path) ->
 
 
 def probe_tiny(tok: Any, model: Any, data: Path, **overrides: Any) -> Any:
-    from babeltune.lens.probe import probe
+    from babeltune.lens.probing import probe
 
     cfg = ProbeConfig(data=[str(data)], min_per_language=5, holdout=0.25, batch_size=8, **overrides)
     return probe(model, tok, cfg, model_name="tiny", fingerprint="tinyfp")
@@ -185,7 +185,7 @@ def test_probe_is_reproducible(tiny_tok: Any, tiny_lm: Any, tmp_path: Path) -> N
 
 
 def test_probe_from_plain_text_files(tiny_tok: Any, tiny_lm: Any, tmp_path: Path) -> None:
-    from babeltune.lens.probe import probe
+    from babeltune.lens.probing import probe
     from tests.conftest import SAMPLE_TEXT
 
     folder = tmp_path / "flores"

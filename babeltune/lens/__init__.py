@@ -7,7 +7,8 @@ multiple-choice evaluation study C reports.
 - `babeltune.lens.manipulate`: manipulation training of the top layers with study C's three losses;
 - `evaluate_mc` / `summarize`: multiple-choice accuracy per language with confidence intervals.
 
-(The names below load lazily, so `babeltune --help` does not import torch.)
+(The names below load lazily, so `babeltune --help` does not import torch. No submodule may share a
+name with one of them: once imported, the submodule would shadow it.)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from babeltune.lens.config import ProbeConfig, SteerConfig
     from babeltune.lens.diagnostics import LayerDiagnostics, format_table, layer_diagnostics
     from babeltune.lens.mc import MCItem, evaluate_mc, read_mc_items, summarize, wilson_interval
-    from babeltune.lens.probe import ProbeResult, probe, run_probe
+    from babeltune.lens.probing import ProbeResult, probe, run_probe
     from babeltune.lens.states import collect_states, state_sites
     from babeltune.lens.steering import Steering, steer
     from babeltune.lens.subspace import LanguageSubspace, SubspaceMismatchError, layer_subspace
@@ -29,7 +30,7 @@ _EXPORTS: dict[str, str] = {
     "LayerDiagnostics": "babeltune.lens.diagnostics",
     "MCItem": "babeltune.lens.mc",
     "ProbeConfig": "babeltune.lens.config",
-    "ProbeResult": "babeltune.lens.probe",
+    "ProbeResult": "babeltune.lens.probing",
     "SteerConfig": "babeltune.lens.config",
     "Steering": "babeltune.lens.steering",
     "SubspaceMismatchError": "babeltune.lens.subspace",
@@ -38,9 +39,9 @@ _EXPORTS: dict[str, str] = {
     "format_table": "babeltune.lens.diagnostics",
     "layer_diagnostics": "babeltune.lens.diagnostics",
     "layer_subspace": "babeltune.lens.subspace",
-    "probe": "babeltune.lens.probe",
+    "probe": "babeltune.lens.probing",
     "read_mc_items": "babeltune.lens.mc",
-    "run_probe": "babeltune.lens.probe",
+    "run_probe": "babeltune.lens.probing",
     "state_sites": "babeltune.lens.states",
     "steer": "babeltune.lens.steering",
     "summarize": "babeltune.lens.mc",

@@ -125,7 +125,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from babeltune.cli import command_config
     from babeltune.lens.config import ProbeConfig
     from babeltune.lens.diagnostics import format_table
-    from babeltune.lens.probe import run_probe
+    from babeltune.lens.probing import run_probe
 
     cfg = command_config(ProbeConfig, args, _PROBE_FLAGS)
     result = run_probe(cfg, args.out)
