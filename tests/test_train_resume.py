@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from babeltune.config import dump_yaml
-from babeltune.train import train
+from babeltune.train import CheckpointError, train
 from tests.test_train_helpers import fast_config, losses, save_tiny_model, tiny_data
 
 KILLED_RUN = """
@@ -55,3 +55,23 @@ def test_sigkill_then_resume_gives_the_same_curve(tmp_path: Path) -> None:
     assert steps == [1, 2, 3, 4, 5, 6, 7]  # the curve is one piece: the killed step 5 was replaced
     info = json.loads((run / "run.json").read_text())
     assert info["train"]["resumed_from"].endswith("step-000004")
+
+
+class _Planted:
+    """Stands for an object someone pickled into a checkpoint; unpickling it must never happen."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("code ran while loading a checkpoint",))
+
+
+def test_resume_loads_no_pickled_objects(tmp_path: Path) -> None:
+    import torch
+
+    model = save_tiny_model(tmp_path / "model")
+    data = tiny_data(tmp_path / "mix.jsonl")
+    config = fast_config(model, data, tmp_path / "run", max_steps=2, save_every=1)
+    train(config)  # the clean resume through the same loader: test_sigkill_then_resume_gives_the_same_curve
+    optimizer_file = tmp_path / "run" / "checkpoints" / "step-000002" / "optimizer.pt"
+    torch.save({"state": {}, "param_groups": [], "planted": _Planted()}, optimizer_file)
+    with pytest.raises(CheckpointError, match=r"optimizer\.pt: holds pickled objects"):
+        train(config, resume=True)

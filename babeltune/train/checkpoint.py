@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -44,7 +45,11 @@ class CheckpointState:
 
 
 def rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
+    """Every random generator's state, in types `torch.load(weights_only=True)` accepts (no pickled
+    objects: a checkpoint folder from elsewhere cannot run code when resumed)."""
+    kind, keys, pos, has_gauss, cached = cast("tuple[Any, ...]", np.random.get_state())
+    state: dict[str, Any] = {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)),
+                                                                       pos, has_gauss, cached],
                              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -53,7 +58,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -132,6 +138,15 @@ def read_checkpoint_state(path: Path) -> dict[str, Any]:
     return dict(json.loads((path / "state.json").read_text(encoding="utf-8")))
 
 
+def _load_plain(file: Path, device: torch.device | str = "cpu") -> Any:
+    """torch.load of tensors and plain containers only: a pickled object is refused, not run."""
+    try:
+        return torch.load(file, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{file}: holds pickled objects, not only tensors and plain values; refusing to "
+                              f"load it ({str(exc).splitlines()[0]})") from exc
+
+
 def load_checkpoint(path: Path, *, model: nn.Module, optimizer: Any, scheduler: Any, rank: int = 0,
                     device: torch.device | str = "cpu") -> CheckpointState:
     """Restore parameters, optimizer, scheduler and this process's random state from `path`."""
@@ -148,11 +163,11 @@ def load_checkpoint(path: Path, *, model: nn.Module, optimizer: Any, scheduler: 
     with torch.no_grad():
         for name, value in saved.items():
             params[name].copy_(value.to(params[name].device, params[name].dtype))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=False))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    optimizer.load_state_dict(_load_plain(path / "optimizer.pt", device))
+    scheduler.load_state_dict(_load_plain(path / "scheduler.pt"))
     rng_file = path / f"rng-rank{rank}.pt"
     if not rng_file.exists():
         raise CheckpointError(f"{rng_file} is missing: resume with as many processes as the run had "
                               f"({state.get('world_size')})")
-    set_rng_state(torch.load(rng_file, weights_only=False))
+    set_rng_state(_load_plain(rng_file))
     return CheckpointState(step=int(state["step"]), path=path, extra=dict(state.get("extra", {})))
