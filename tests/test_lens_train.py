@@ -91,3 +91,48 @@ def test_lens_train_command(tiny_tok: Any, tmp_path: Path) -> None:
     # the trained model is another model: its own subspace must be probed (or the check overridden)
     assert main(["lens", "steer", "--model", str(run / "final"), "--steer", str(tmp_path / "sub"),
                  "--prompt", "es:hola", "--max-new-tokens", "2"]) == 2
+
+
+def test_interrupted_manipulation_resumes_to_the_same_curve(setup: Any, tiny_tok: Any, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import copy
+    import os
+    import signal
+
+    import babeltune.train.loop as loop
+    from babeltune.train.checkpoint import CheckpointError
+    from babeltune.train.loop import TrainingInterrupted
+
+    model, sub, records = setup
+    start = copy.deepcopy(model.state_dict())
+    cfg = _cfg(max_steps=5, save_every=2, top_layers=2)
+    reference = manipulate(model, tiny_tok, sub, records, cfg, tmp_path / "reference")
+    expected = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    model.load_state_dict(start)
+    real_step = loop.train_step
+    calls = []
+
+    def step_then_sigint(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        out = real_step(*args, **kwargs)
+        if len(calls) == 3:  # Ctrl-C during step 3: the step finishes, is checkpointed, the run stops
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(loop, "train_step", step_then_sigint)
+    with pytest.raises(TrainingInterrupted):
+        manipulate(model, tiny_tok, sub, records, cfg, tmp_path / "run")
+    monkeypatch.setattr(loop, "train_step", real_step)
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == "step-000003"
+    with pytest.raises(CheckpointError, match="different configuration"):
+        manipulate(model, tiny_tok, sub, records, _cfg(max_steps=6, save_every=2, top_layers=2), tmp_path / "run",
+                   resume=True)
+
+    model.load_state_dict(start)  # a fresh process would load the base model again
+    resumed = manipulate(model, tiny_tok, sub, records, cfg, tmp_path / "run", resume=True)
+    curve = [r["loss"] for r in read_log(tmp_path / "run" / "log.jsonl")]
+    assert curve == pytest.approx([r["loss"] for r in read_log(tmp_path / "reference" / "log.jsonl")], abs=1e-6)
+    assert resumed.steps == reference.steps == 5 and resumed.last == pytest.approx(reference.last, abs=1e-6)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param, expected[name], rtol=0, atol=1e-6, msg=name)

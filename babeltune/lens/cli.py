@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,9 @@ def register(sub: Any) -> None:
     train.add_argument("--top-layers", type=int, help="number of top layers trained (default 2)")
     train.add_argument("--lr", type=float, help="learning rate (default 1e-5)")
     train.add_argument("--max-steps", type=int, help="optimizer steps (default: one epoch)")
-    train.add_argument("--out", required=True, help="run folder (model/, metrics.jsonl, run.json)")
+    train.add_argument("--out", required=True, help="run folder (final/, log.jsonl, checkpoints/, run.json)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue an interrupted run in --out from its latest checkpoint (same options)")
     train.set_defaults(func=cmd_train)
 
     steer = lens_sub.add_parser("steer", help="generate with and without steering, side by side")
@@ -143,9 +146,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from babeltune.cli import command_config
     from babeltune.lens.manipulate import LensTrainConfig, run_manipulation
+    from babeltune.train.loop import TrainingInterrupted
 
     cfg = command_config(LensTrainConfig, args, _TRAIN_FLAGS)
-    summary = run_manipulation(cfg, args.out)
+    try:
+        summary = run_manipulation(cfg, args.out, resume=args.resume)
+    except TrainingInterrupted as exc:
+        print(f"babeltune lens train: {exc}; add --resume to the same command to continue", file=sys.stderr)
+        return 130
     print(json.dumps(summary, indent=2))
     return 0
 

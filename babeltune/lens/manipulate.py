@@ -28,6 +28,8 @@ The release's defaults: lr 1e-5, cosine, warm-up 5%, weight decay 0.1, batch 1 x
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import time
@@ -105,8 +107,16 @@ class LensTrainConfig:
     """Train with a subspace probed on other weights of the same shape."""
     save_model: bool = True
     """Write the trained model to RUN/final (safetensors + tokenizer)."""
+    save_every: int = 0
+    """Checkpoint (top layers, optimizer, scheduler, RNG) every N steps; also at the end and on
+    SIGINT/SIGTERM. `--resume` continues from the latest one. 0: only at the end and on a signal."""
     tensorboard: bool = False
     progress: bool = True
+
+    def numbers_fingerprint(self) -> str:
+        """Hash of every field that changes the numbers of a run: a resume must match it."""
+        numbers = {k: v for k, v in to_dict(self).items() if k not in LENS_RESUME_FREE_FIELDS}
+        return hashlib.sha256(json.dumps(numbers, sort_keys=True).encode()).hexdigest()[:16]
 
     def __post_init__(self) -> None:
         self.languages = parse_language_list(self.languages)
@@ -116,6 +126,11 @@ class LensTrainConfig:
             raise ValueError(f"max_steps must be >= 1 or null, got {self.max_steps}")
         if min(self.retain_weight, self.specific_weight, self.agnostic_weight) < 0:
             raise ValueError("loss weights must be >= 0")
+        if self.save_every < 0:
+            raise ValueError(f"save_every must be >= 0, got {self.save_every}")
+
+
+LENS_RESUME_FREE_FIELDS = frozenset({"save_model", "save_every", "tensorboard", "progress"})
 
 
 # 2. Data ------------------------------------------------------------------------------------------------
@@ -275,15 +290,29 @@ class ManipulationResult:
         return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
 
 
+def _checkpoint_to_resume(run_dir: Path, cfg: LensTrainConfig) -> Path:
+    """The latest checkpoint of `run_dir`, which must have been written by the same configuration."""
+    from babeltune.train.checkpoint import CheckpointError, find_checkpoint, read_checkpoint_state
+
+    checkpoint = find_checkpoint(run_dir)
+    if read_checkpoint_state(checkpoint).get("fingerprint") != cfg.numbers_fingerprint():
+        raise CheckpointError(f"{checkpoint} was written by a different configuration: resume with the same "
+                              "options, or start a new run in another --out folder")
+    return checkpoint
+
+
 def manipulate(lm: Any, tokenizer: Any, subspace: LanguageSubspace, records: list[Any], cfg: LensTrainConfig,
-               run_dir: Path) -> ManipulationResult:
-    """Train `lm` in place (top layers only) and log into `run_dir`; see the module docstring."""
+               run_dir: Path, *, resume: bool = False) -> ManipulationResult:
+    """Train `lm` in place (top layers only) and log into `run_dir`; see the module docstring.
+    `resume`: continue from the run's latest checkpoint (written by the same configuration)."""
     from babeltune.models.chat import get_template
     from babeltune.train.batching import DataSchedule, StepPlan
+    from babeltune.train.checkpoint import load_checkpoint, save_checkpoint
     from babeltune.train.loop import LossOutput, build_optimizer, build_scheduler, run_training
-    from babeltune.train.metrics import MetricsLogger
+    from babeltune.train.metrics import MetricsLogger, read_log
     from babeltune.train.recipe import make_accelerator, resolve_precision, set_seed
 
+    checkpoint = _checkpoint_to_resume(run_dir, cfg) if resume else None
     set_seed(cfg.seed)
     languages = cfg.languages or list(subspace.languages)
     for lang in languages:
@@ -327,20 +356,31 @@ def manipulate(lm: Any, tokenizer: Any, subspace: LanguageSubspace, records: lis
         total_loss, parts = module(**batch.inputs)
         return LossOutput(total_loss, parts)
 
-    logger = MetricsLogger(run_dir, total_steps=total, tensorboard=cfg.tensorboard, progress=cfg.progress)
+    start_step = 0
+    if checkpoint is not None:
+        start_step = load_checkpoint(checkpoint, model=lm, optimizer=optimizer, scheduler=scheduler).step
+        log.info("resumed from %s at step %d", checkpoint, start_step)
+
+    def save(step: int) -> None:
+        save_checkpoint(run_dir, step, model=lm, optimizer=optimizer, scheduler=scheduler,
+                        fingerprint=cfg.numbers_fingerprint())
+
+    logger = MetricsLogger(run_dir, total_steps=total, start_step=start_step, tensorboard=cfg.tensorboard,
+                           progress=cfg.progress)
     started = time.perf_counter()
     try:
-        result = run_training(accelerator=accelerator, model=objective, optimizer=optimizer, scheduler=scheduler,
-                              plan=plan, loss_fn=loss_fn, start_step=0, total_steps=total, logger=logger,
-                              max_grad_norm=cfg.optim.max_grad_norm,
-                              autocast_dtype=resolve_precision(cfg.precision, accelerator.device))
+        run_training(accelerator=accelerator, model=objective, optimizer=optimizer, scheduler=scheduler,
+                     plan=plan, loss_fn=loss_fn, start_step=start_step, total_steps=total, logger=logger,
+                     max_grad_norm=cfg.optim.max_grad_norm,
+                     autocast_dtype=resolve_precision(cfg.precision, accelerator.device),
+                     save_every=cfg.save_every, save=save)
     finally:
         logger.close()
+        lm.eval()
+        for param in lm.parameters():
+            param.requires_grad_(True)
     seconds = time.perf_counter() - started
-    lm.eval()
-    for param in lm.parameters():
-        param.requires_grad_(True)
-    records_ = result.records
+    records_ = read_log(run_dir / "log.jsonl")  # the whole curve, steps before a resume included
     keys = ("loss", "retain", "specific", "agnostic")
     weights = None
     if cfg.save_model:
@@ -348,19 +388,18 @@ def manipulate(lm: Any, tokenizer: Any, subspace: LanguageSubspace, records: lis
 
         weights = save_final(lm, tokenizer, run_dir / "final")
     return ManipulationResult(
-        steps=len(records_), seconds=seconds, tokens=sum(int(r.values["tokens"]) for r in records_),
+        steps=len(records_), seconds=seconds, tokens=sum(int(r["tokens"]) for r in records_),
         reference_seconds=reference_seconds,
         trainable_params=sum(p.numel() for n, p in lm.named_parameters() if n in set(trainable)),
-        first={k: float(records_[0].values[k]) for k in keys} if records_ else {},
-        last={k: float(records_[-1].values[k]) for k in keys} if records_ else {},
+        first={k: float(records_[0][k]) for k in keys} if records_ else {},
+        last={k: float(records_[-1][k]) for k in keys} if records_ else {},
         run_dir=run_dir, weights=weights,
     )
 
 
-def run_manipulation(cfg: LensTrainConfig, out: str | Path) -> dict[str, Any]:
-    """`babeltune lens train`: load model, subspace and data, train, write RUN/{final, log.jsonl, run.json}."""
-    import json
-
+def run_manipulation(cfg: LensTrainConfig, out: str | Path, *, resume: bool = False) -> dict[str, Any]:
+    """`babeltune lens train`: load model, subspace and data, train, write RUN/{final, log.jsonl, run.json};
+    `resume` continues an interrupted run from its latest checkpoint."""
     from babeltune.data.readers import load_records
     from babeltune.models.loading import load_model, model_fingerprint
     from babeltune.runinfo import write_run_info
@@ -369,7 +408,10 @@ def run_manipulation(cfg: LensTrainConfig, out: str | Path) -> dict[str, Any]:
         raise ValueError("no subspace: set --subspace DIR (written by `babeltune lens probe`)")
     run_dir = Path(out)
     if (run_dir / "summary.json").exists():
-        raise ValueError(f"{run_dir} already holds a manipulation run; choose another --out folder")
+        raise ValueError(f"{run_dir} already holds a finished manipulation run; choose another --out folder")
+    if not resume and (run_dir / "checkpoints").exists():
+        raise ValueError(f"{run_dir} holds an interrupted manipulation run: add --resume to continue it, or "
+                         "choose another --out folder")
     subspace = LanguageSubspace.load(cfg.subspace)
     loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
     fingerprint = model_fingerprint(loaded.path)
@@ -377,7 +419,7 @@ def run_manipulation(cfg: LensTrainConfig, out: str | Path) -> dict[str, Any]:
     data = load_records(cfg.data)
     write_run_info(run_dir, config=cfg, seed=cfg.seed, data={cfg.data: data.report.fingerprint},
                    extra={"model_fingerprint": fingerprint, "subspace": subspace.metadata()})
-    result = manipulate(loaded.model, loaded.tokenizer, subspace, data.records, cfg, run_dir)
+    result = manipulate(loaded.model, loaded.tokenizer, subspace, data.records, cfg, run_dir, resume=resume)
     summary = {"config": to_dict(cfg), **result.to_dict()}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
