@@ -50,3 +50,17 @@ def test_lazy_exports_are_not_shadowed_by_submodules(package: str) -> None:
     assert not submodules & set(module._EXPORTS), submodules & set(module._EXPORTS)
     for name, owner in module._EXPORTS.items():
         assert getattr(importlib.import_module(owner), name) is getattr(module, name)
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_commands_let_idle_openmp_threads_sleep_unless_told_otherwise(preset: str | None, expected: str) -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset:
+        env["OMP_WAIT_POLICY"] = preset
+    probe = ("import os\nfrom babeltune.cli import main\nmain(['data', 'stats', 'bundled:modifiers'])\n"
+             "print('OMP=' + os.environ.get('OMP_WAIT_POLICY', ''))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"OMP={expected}\n" in proc.stdout
