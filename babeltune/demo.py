@@ -49,7 +49,9 @@ def demo_config(quick: bool, overrides: list[str]) -> Any:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from babeltune.experiments.cli import resumable
+    from babeltune.experiments.cli import quiet_hub_progress, resumable
+
+    quiet_hub_progress()
     from babeltune.experiments.config import expand_conditions
     from babeltune.experiments.progress import format_duration
     from babeltune.experiments.runner import run_experiment

@@ -66,3 +66,16 @@ def test_shrunken_demo_on_the_default_model(tmp_path: Path) -> None:
     assert sxs[("english_only", "all")] == 50.0 and ("uniform", "es") in sxs
     assert {r.condition for r in rows if r.metric == "train_loss"} == {"english_only", "uniform"}
     assert summary.report is not None and summary.report.exists()
+
+
+def test_demo_and_run_quiet_the_hub_progress_bars_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from babeltune.experiments.cli import quiet_hub_progress
+
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    quiet_hub_progress()
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")
+    quiet_hub_progress()
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "0"

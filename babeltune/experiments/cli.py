@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,15 @@ def resumable(command: str) -> Iterator[None]:
                          f"kept: run `{command}` again to resume") from None
 
 
+def quiet_hub_progress() -> None:
+    """The runner shows what runs and how long is left; the per-load "Loading weights" / "Writing model
+    shards" bars of transformers and the hub would interleave with it dozens of times. Off unless the
+    environment sets HF_HUB_DISABLE_PROGRESS_BARS (read when transformers loads, so before that)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    quiet_hub_progress()
     from babeltune.experiments.config import expand_conditions, load_experiment
     from babeltune.experiments.progress import format_duration
     from babeltune.experiments.runner import run_experiment
