@@ -52,16 +52,21 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     result: dict[str, Any] = _deep_copy(data)
     for text in overrides:
         path, value = parse_override(text)
-        node = result
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {part!r} is not a section")
-            node = child
-        node[path[-1]] = value
+        _set_key(result, path, value, f"override {text!r}")
     return result
+
+
+def _set_key(data: dict[str, Any], path: list[str], value: Any, what: str) -> None:
+    """Set data[path[0]][path[1]]... = value, creating missing sections; `what` names the setting in errors."""
+    node = data
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{what}: {part!r} is not a section")
+        node = child
+    node[path[-1]] = value
 
 
 def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
@@ -91,11 +96,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     data = read_yaml(path) if path is not None else {}
     data = apply_overrides(data, overrides or [])
     for key, value in (values or {}).items():
-        node = data
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
+        _set_key(data, key.split("."), value, f"option {key!r}")
     return from_dict(cls, data, where=str(path) if path else "command line")
 
 

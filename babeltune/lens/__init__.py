@@ -13,8 +13,9 @@ name with one of them: once imported, the submodule would shadow it.)
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from babeltune.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from babeltune.lens.config import ProbeConfig, SteerConfig
@@ -49,10 +50,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'babeltune.lens' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 
 __all__ = [

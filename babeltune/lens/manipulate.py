@@ -115,8 +115,10 @@ class LensTrainConfig:
 
     def numbers_fingerprint(self) -> str:
         """Hash of every field that changes the numbers of a run: a resume must match it."""
-        numbers = {k: v for k, v in to_dict(self).items() if k not in LENS_RESUME_FREE_FIELDS}
-        return hashlib.sha256(json.dumps(numbers, sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.numbers_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def numbers_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in to_dict(self).items() if k not in LENS_RESUME_FREE_FIELDS}
 
     def __post_init__(self) -> None:
         self.languages = parse_language_list(self.languages)
@@ -290,29 +292,19 @@ class ManipulationResult:
         return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
 
 
-def _checkpoint_to_resume(run_dir: Path, cfg: LensTrainConfig) -> Path:
-    """The latest checkpoint of `run_dir`, which must have been written by the same configuration."""
-    from babeltune.train.checkpoint import CheckpointError, find_checkpoint, read_checkpoint_state
-
-    checkpoint = find_checkpoint(run_dir)
-    if read_checkpoint_state(checkpoint).get("fingerprint") != cfg.numbers_fingerprint():
-        raise CheckpointError(f"{checkpoint} was written by a different configuration: resume with the same "
-                              "options, or start a new run in another --out folder")
-    return checkpoint
-
-
 def manipulate(lm: Any, tokenizer: Any, subspace: LanguageSubspace, records: list[Any], cfg: LensTrainConfig,
                run_dir: Path, *, resume: bool = False) -> ManipulationResult:
     """Train `lm` in place (top layers only) and log into `run_dir`; see the module docstring.
     `resume`: continue from the run's latest checkpoint (written by the same configuration)."""
     from babeltune.models.chat import get_template
     from babeltune.train.batching import DataSchedule, StepPlan
-    from babeltune.train.checkpoint import load_checkpoint, save_checkpoint
+    from babeltune.train.checkpoint import checkpoint_to_resume, load_checkpoint, save_checkpoint
     from babeltune.train.loop import LossOutput, build_optimizer, build_scheduler, run_training
     from babeltune.train.metrics import MetricsLogger, read_log
     from babeltune.train.recipe import make_accelerator, resolve_precision, set_seed
 
-    checkpoint = _checkpoint_to_resume(run_dir, cfg) if resume else None
+    checkpoint = (checkpoint_to_resume(run_dir, cfg.numbers_fingerprint(), cfg.numbers_dict())[0]
+                  if resume else None)
     set_seed(cfg.seed)
     languages = cfg.languages or list(subspace.languages)
     for lang in languages:
@@ -363,7 +355,7 @@ def manipulate(lm: Any, tokenizer: Any, subspace: LanguageSubspace, records: lis
 
     def save(step: int) -> None:
         save_checkpoint(run_dir, step, model=lm, optimizer=optimizer, scheduler=scheduler,
-                        fingerprint=cfg.numbers_fingerprint())
+                        fingerprint=cfg.numbers_fingerprint(), extra={"config": cfg.numbers_dict()})
 
     logger = MetricsLogger(run_dir, total_steps=total, start_step=start_step, tensorboard=cfg.tensorboard,
                            progress=cfg.progress)

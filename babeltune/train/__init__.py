@@ -42,8 +42,9 @@ the forward), `SupervisedLMLoss` (a causal LM whose forward returns that loss).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from babeltune.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from babeltune.train.batching import DataSchedule, MicroBatch, StepPlan, StepPlanner, collate, pack_rows
@@ -111,10 +112,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'babeltune.train' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 
 __all__ = [

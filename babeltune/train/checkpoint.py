@@ -138,6 +138,21 @@ def read_checkpoint_state(path: Path) -> dict[str, Any]:
     return dict(json.loads((path / "state.json").read_text(encoding="utf-8")))
 
 
+def checkpoint_to_resume(run_dir: Path, fingerprint: str, numbers: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """The latest checkpoint of `run_dir` and its state, refused unless it was written by a configuration
+    with the same `fingerprint`; `numbers` (the fields behind the fingerprint) name what differs."""
+    checkpoint = find_checkpoint(run_dir)
+    state = read_checkpoint_state(checkpoint)
+    if state.get("fingerprint") != fingerprint:
+        saved = state.get("extra", {}).get("config", {})
+        differ = sorted(k for k in set(saved) | set(numbers) if saved.get(k) != numbers.get(k))
+        raise CheckpointError(
+            f"{checkpoint} was written by a different configuration (differs in: {', '.join(differ) or 'unknown'}); "
+            "resume with the same config, or start a new run in another --out folder"
+        )
+    return checkpoint, state
+
+
 def _load_plain(file: Path, device: torch.device | str = "cpu") -> Any:
     """torch.load of tensors and plain containers only: a pickled object is refused, not run."""
     try:

@@ -28,9 +28,8 @@ import torch
 from babeltune.train.batching import DataSchedule, StepPlanner
 from babeltune.train.checkpoint import (
     CheckpointError,
-    find_checkpoint,
+    checkpoint_to_resume,
     load_checkpoint,
-    read_checkpoint_state,
     save_checkpoint,
 )
 from babeltune.train.config import TrainConfig, sweep_dir_name
@@ -120,21 +119,12 @@ def make_accelerator() -> Any:
                        cpu=not torch.cuda.is_available())
 
 
-def _check_run_dir(config: TrainConfig, resume: bool) -> Path | None:
-    """The checkpoint to resume from (None: fresh run). Refuses mismatched configs and overwrites."""
+def _check_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint to resume from and its state (None: fresh run). Refuses mismatched configs and
+    overwrites."""
     run_dir = config.out
     if resume:
-        ckpt = find_checkpoint(run_dir)
-        state = read_checkpoint_state(ckpt)
-        if state["fingerprint"] != config.numbers_fingerprint():
-            saved = state.get("extra", {}).get("config", {})
-            now = config.numbers_dict()
-            diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-            raise CheckpointError(
-                f"{ckpt} was written by a different configuration (differs in: {', '.join(diff) or 'unknown'}); "
-                "resume with the same config, or start a new run in another --out folder"
-            )
-        return ckpt
+        return checkpoint_to_resume(run_dir, config.numbers_fingerprint(), config.numbers_dict())
     if (run_dir / "checkpoints").exists() or (run_dir / "result.json").exists():
         raise CheckpointError(
             f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out folder"
@@ -156,13 +146,14 @@ def train(config: TrainConfig, *, resume: bool = False, on_step: Callable[[StepR
     main = accelerator.is_main_process
 
     # 1. The run folder.
-    ckpt = _check_run_dir(config, resume)
+    resumed = _check_run_dir(config, resume)
+    ckpt = resumed[0] if resumed else None
     fsdp = str(accelerator.distributed_type).endswith("FSDP")
     if fsdp and ckpt is not None:
         raise CheckpointError("--resume is not supported under FSDP (checkpoints hold unsharded state); "
                               "use DDP or a single process for resumable runs")
-    if ckpt is not None and read_checkpoint_state(ckpt).get("world_size") != accelerator.num_processes:
-        raise CheckpointError(f"{ckpt} was written by {read_checkpoint_state(ckpt).get('world_size')} process(es); "
+    if resumed and resumed[1].get("world_size") != accelerator.num_processes:
+        raise CheckpointError(f"{ckpt} was written by {resumed[1].get('world_size')} process(es); "
                               f"resume with as many (now {accelerator.num_processes}): the global batch depends on it")
 
     # 2. The data.
