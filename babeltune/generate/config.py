@@ -34,6 +34,41 @@ class LocalConfig:
 
 
 @dataclass(frozen=True)
+class VLLMConfig:
+    """How the vLLM backend starts its in-process engine (`vllm.LLM`). One engine serves a base model
+    and every PEFT adapter of it (as `LoRARequest`s); a full fine-tune gets an engine of its own."""
+
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    """Engine precision. float32 greedy decoding reproduces the local backend token for token."""
+    tensor_parallel_size: int = 1
+    """GPUs one engine shards the model over."""
+    data_parallel_size: int = 1
+    """Engine replicas (vLLM's data parallelism)."""
+    gpu_memory_utilization: float = 0.9
+    """Share of the accelerator's memory the engine reserves; on the CPU backend the share of RAM
+    for the KV cache (0.1-0.2 on a 24 GiB machine)."""
+    max_model_len: int | None = None
+    """Longest prompt + response in tokens (None: the model's own limit)."""
+    max_lora_rank: int = 64
+    """Largest LoRA rank the engine accepts (adapters are served with `enable_lora`)."""
+    max_loras: int = 4
+    """Adapters resident in one batch at once."""
+    enforce_eager: bool = False
+    """Skip CUDA graph capture (faster start, slower decoding)."""
+    seed: int = 0
+    """Engine seed (per-prompt sampling seeds come from the decoding settings)."""
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if self.tensor_parallel_size < 1 or self.data_parallel_size < 1:
+            raise ValueError("tensor_parallel_size and data_parallel_size must be >= 1")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.max_lora_rank < 1 or self.max_loras < 1:
+            raise ValueError("max_lora_rank and max_loras must be >= 1")
+
+
+@dataclass(frozen=True)
 class GenerateConfig:
     """One `babeltune generate` run."""
 
@@ -43,9 +78,10 @@ class GenerateConfig:
     """Local backend: the default alias, a model or PEFT adapter folder, or a hub id."""
     data: str = "bundled:eval"
     """Prompts: bundled:eval|modifiers|train, a .jsonl file or folder, or hf:NAME_OR_PATH."""
-    backend: Literal["local", "endpoint"] = "local"
+    backend: Literal["local", "vllm", "endpoint"] = "local"
     decoding: DecodingSettings = field(default_factory=DecodingSettings)
     local: LocalConfig = field(default_factory=LocalConfig)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     languages: list[str] = field(default_factory=list)
     """Only prompts in these languages (empty = all)."""
