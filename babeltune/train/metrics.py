@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from babeltune.models.anatomy import lm_head, text_config, unwrap
+
 log = logging.getLogger(__name__)
 
 
@@ -48,13 +50,12 @@ class FlopsModel:
     @classmethod
     def from_model(cls, lm: Any) -> FlopsModel:
         """Read the sizes from a (possibly PEFT-wrapped) causal LM."""
-        base: Any = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
-        head = base.get_output_embeddings()
+        base: Any = unwrap(lm)
+        head = lm_head(base)
         linear = [m for m in base.modules() if isinstance(m, nn.Linear) and m is not head]
         total = sum(m.weight.numel() for m in linear)
         trainable = sum(m.weight.numel() for m in linear if m.weight.requires_grad)
-        cfg = base.config
-        cfg = getattr(cfg, "text_config", cfg)
+        cfg = text_config(base)
         heads = int(cfg.num_attention_heads)
         head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
         return cls(

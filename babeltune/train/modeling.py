@@ -10,8 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from babeltune.models.anatomy import decoder_layers, lm_head
 from babeltune.train.config import LoraSettings
-from babeltune.train.losses import SupervisedLMLoss, output_embeddings, reference_loss
+from babeltune.train.losses import SupervisedLMLoss, reference_loss
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class NaiveLMLoss(nn.Module):
 
 def linear_module_names(model: nn.Module) -> list[str]:
     """Distinct last name parts of the linear layers (what LoRA target_modules match), LM head excluded."""
-    head = output_embeddings(model)
+    head = lm_head(model)
     return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
                    if isinstance(m, nn.Linear) and m is not head})
 
@@ -72,7 +73,7 @@ def store_frozen_in(model: nn.Module, dtype: torch.dtype) -> int:
     """Keep frozen linear weights in `dtype` (bf16): under autocast they would be cast to it at every
     forward anyway. Trainable weights, norms and embeddings keep float32. Returns the count."""
     count = 0
-    head = output_embeddings(model)
+    head = lm_head(model)
     for module in model.modules():
         if isinstance(module, nn.Linear) and not module.weight.requires_grad and module.weight.dtype != dtype:
             if module is head:  # tied to the embedding table, whose lookups stay float32
@@ -108,11 +109,10 @@ def fused_loss_matches(lm: nn.Module, input_ids: list[int], targets: list[int], 
 def compile_layers(lm: Any) -> int:
     """torch.compile every decoder layer in place (one compiled graph serves all layers of a kind;
     dynamic shapes, so varying row lengths do not recompile). Returns the number of layers."""
-    from babeltune.train.losses import decoder_of
-
-    layers = getattr(decoder_of(lm), "layers", None)
-    if layers is None:
-        raise ValueError(f"compile=true: {type(lm).__name__}'s decoder has no .layers to compile")
+    try:
+        layers = decoder_layers(lm)
+    except ValueError as exc:
+        raise ValueError(f"compile=true: {exc}") from exc
     for layer in layers:
         layer.compile(dynamic=True)
     return len(layers)
