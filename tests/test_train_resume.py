@@ -12,7 +12,7 @@ import pytest
 
 from babeltune.config import dump_yaml
 from babeltune.train import CheckpointError, train
-from tests.test_train_helpers import fast_config, losses, save_tiny_model, tiny_data
+from tests.train_helpers import fast_config, losses, save_tiny_model, tiny_data
 
 KILLED_RUN = """
 import os, signal, sys

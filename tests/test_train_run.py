@@ -22,7 +22,7 @@ from babeltune.train import (
     train,
     train_sweep,
 )
-from tests.test_train_helpers import fast_config, losses, save_tiny_model, tiny_data
+from tests.train_helpers import fast_config, losses, save_tiny_model, tiny_data
 
 
 @pytest.fixture(scope="module")
