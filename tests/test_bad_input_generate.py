@@ -126,25 +126,34 @@ class GenerateCase:
     failed_rows: int = 0
     attempts: int | None = None
     """Attempts recorded in each failed row."""
+    status: int | None = None
+    """HTTP status recorded in each failed row."""
+    out_is_a_folder: bool = False
 
 
 GENERATE_CASES = [
     GenerateCase("duplicate prompts get a row each", "ok", (), 0, ("3 prompts: 0 reused, 3 generated (1 sharing",), 3),
     GenerateCase("200 HTML reply: retried, then failed rows", "html", (), 1,
                  ("{url}/chat/completions: HTTP 200, content type text/html", "body is not JSON", "502 Bad Gateway",
-                  "failed: record 'a-en'", "failed: record 'c-es'"), 3, 3, 2),
+                  "failed: record 'a-en'", "failed: record 'c-es'"), 3, 3, 2, 200),
     GenerateCase("200 non-UTF-8 reply", "latin1", (), 1, ("{url}/chat/completions: HTTP 200", "not UTF-8",
-                                                          "failed: record 'b-en'"), 3, 3, 2),
+                                                          "failed: record 'b-en'"), 3, 3, 2, 200),
     GenerateCase("200 JSON without choices", "nochoices", (), 1,
-                 ("{url}/chat/completions: HTTP 200", "not a chat completion", "'choices'", "record 'c-es'"), 3, 3, 2),
+                 ("{url}/chat/completions: HTTP 200", "not a chat completion", "'choices'", "record 'c-es'"), 3, 3, 2,
+                 200),
     GenerateCase("a bad reply then a good one", "flaky-html", (), 0, ("3 generated",), 3),
     GenerateCase("401: failed rows without retries", "401", (), 1,
-                 ("{url}/chat/completions: HTTP 401: invalid api key", "record 'a-en'"), 3, 3, 1),
-    GenerateCase("5xx: retried, then failed rows", "500", (), 1, ("HTTP 500: scripted 500", "record 'c-es'"), 3, 3, 2),
+                 ("{url}/chat/completions: HTTP 401: invalid api key", "record 'a-en'"), 3, 3, 1, 401),
+    GenerateCase("5xx: retried, then failed rows", "500", (), 1, ("HTTP 500: scripted 500", "record 'c-es'"),
+                 3, 3, 2, 500),
     GenerateCase("unreachable endpoint: error before anything is sent", "unreachable", ("--endpoint-model", ""), 2,
+                 ("cannot reach the endpoint {url}",), 0),
+    GenerateCase("unreachable endpoint, model named: error before anything is sent", "unreachable", (), 2,
                  ("cannot reach the endpoint {url}",), 0),
     GenerateCase("/models answers HTML", "models-html", ("--endpoint-model", ""), 2,
                  ("{url}/models: HTTP 200, content type text/html", "OpenAI-compatible"), 0),
+    GenerateCase("--out is a folder", "", (), 2, ("gen.jsonl: cannot open for writing: Is a directory",), 0,
+                 out_is_a_folder=True),
     GenerateCase("NaN temperature", "", ("--temperature", "nan"), 2, ("temperature", "finite"), 0),
     GenerateCase("NaN top_p through --set", "", ("--set", "decoding.top_p=nan"), 2, ("top_p", "finite"), 0),
     GenerateCase("infinite repetition penalty", "", ("--repetition-penalty", "inf"), 2,
@@ -158,6 +167,8 @@ def test_generate_bad_endpoints_and_settings(case: GenerateCase, endpoint: str, 
                                              caplog: pytest.LogCaptureFixture) -> None:
     data = _write_jsonl(tmp_path / "prompts.jsonl", RECORDS)
     out = tmp_path / "gen.jsonl"
+    if case.out_is_a_folder:
+        out.mkdir()
     base = (f"http://127.0.0.1:{_closed_port()}/v1" if case.mode == "unreachable"
             else f"{endpoint}/{case.mode or 'ok'}/v1")
     _Misbehaving.posts.pop(case.mode, None)
@@ -167,7 +178,7 @@ def test_generate_bad_endpoints_and_settings(case: GenerateCase, endpoint: str, 
     assert code == case.exit_code, text
     for part in case.says:
         assert part.format(url=base) in text, text
-    rows = read_generations(out) if out.exists() else []
+    rows = read_generations(out) if out.is_file() else []
     assert len(rows) == case.rows
     if rows:
         assert sorted(r["id"] for r in rows) == ["a-en", "b-en", "c-es"]
@@ -175,7 +186,7 @@ def test_generate_bad_endpoints_and_settings(case: GenerateCase, endpoint: str, 
     assert len(failed) == case.failed_rows
     for row in failed:
         assert base in row["error"] and row["finish_reason"] == "error"
-        assert row["extra"]["attempts"] == case.attempts
+        assert (row["extra"]["attempts"], row["extra"]["status"]) == (case.attempts, case.status)
     if case.mode == "ok":
         assert _Misbehaving.posts["ok"] == 2, "greedy: one request serves both records with the same prompt"
         assert {r["response"] for r in rows} == {VERDICT}

@@ -153,6 +153,7 @@ class EndpointBackend:
         self.base_url = config.url.rstrip("/")
         self._model = config.model
         self._lock = threading.Lock()
+        self._reached = False
 
     @property
     def model(self) -> str:
@@ -164,6 +165,25 @@ class EndpointBackend:
                     raise EndpointError(f"{self.base_url}/models lists no model; give one with --endpoint-model")
                 self._model = listed[0]
             return self._model
+
+    def check_reachable(self) -> None:
+        """EndpointError, before anything is sent, if nothing answers at the endpoint's address (checked
+        once; with a configured model name, any HTTP answer to `GET /models` will do)."""
+        if self._reached:
+            return
+        if not self.config.model:
+            _ = self.model  # lists the models, which fails if the endpoint cannot be reached
+        else:
+            try:
+                self._call("GET", "/models", None)
+            except (urllib.error.HTTPError, BadReply):
+                pass  # an answer, whatever it says
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+                raise self._unreachable(exc) from exc
+        self._reached = True
+
+    def _unreachable(self, exc: BaseException) -> EndpointError:
+        return EndpointError(f"cannot reach the endpoint {self.base_url}: {getattr(exc, 'reason', exc)}")
 
     def identity(self) -> dict[str, Any]:
         return {"backend": self.name, "url": self.base_url, "model": self.model}
@@ -193,8 +213,7 @@ class EndpointBackend:
         except urllib.error.HTTPError as exc:
             raise EndpointError(f"{self.base_url}/models: HTTP {exc.code}: {_error_message(exc)}", exc.code) from exc
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise EndpointError(f"cannot reach the endpoint {self.base_url}: {reason}") from exc
+            raise self._unreachable(exc) from exc
         except BadReply as exc:
             raise EndpointError(f"{exc} (is {self.base_url} an OpenAI-compatible API?)", exc.status) from exc
         listed = body.get("data")
@@ -271,7 +290,7 @@ class EndpointBackend:
     def generate(self, requests: Sequence[GenerationRequest], settings: DecodingSettings) -> Iterator[GenerationResult]:
         if not requests:
             return
-        _ = self.model  # resolve the model name (and reachability) once, before the pool starts
+        self.check_reachable()  # once, before the pool starts: a wrong address is one error, not N failed rows
         with ThreadPoolExecutor(max_workers=self.config.concurrency, thread_name_prefix="endpoint") as pool:
             futures = [pool.submit(self.complete, req, settings) for req in requests]
             try:

@@ -270,7 +270,11 @@ class _WriterLock:
     def __init__(self, target: Path) -> None:
         self.path = target.with_name(target.name + ".lock")
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise GenerationFileError(f"{target}: cannot create its lock file {self.path}: "
+                                          f"{exc.strerror or exc}") from exc
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -312,6 +316,9 @@ class _AppendFile:
         self.lock = _WriterLock(path)
         try:
             self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            self.lock.release()
+            raise GenerationFileError(f"{path}: cannot open for writing: {exc.strerror or exc}") from exc
         except BaseException:
             self.lock.release()
             raise
