@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -59,12 +60,16 @@ class _Misbehaving(BaseHTTPRequestHandler):
             self._send(200, json.dumps({"object": "list", "data": [{"id": "misbehaving"}]}).encode())
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         mode = self.path.split("/")[1]
         count = type(self).posts[mode] = type(self).posts.get(mode, 0) + 1
-        ok = {"choices": [{"index": 0, "message": {"role": "assistant", "content": VERDICT}, "finish_reason": "stop"}],
+        content = VERDICT
+        if mode == "slow":  # a slow, well-behaved endpoint whose answer depends on the prompt
+            time.sleep(0.1)
+            content = f"answer to: {request['messages'][-1]['content']}"
+        ok = {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
               "usage": {"prompt_tokens": 5, "completion_tokens": 3}}
-        if mode == "ok" or (mode == "flaky-html" and count % 2 == 0):
+        if mode in ("ok", "slow") or (mode == "flaky-html" and count % 2 == 0):
             self._send(200, json.dumps(ok).encode())
         elif mode in ("html", "flaky-html"):
             self._send(200, _HTML, "text/html")
@@ -223,6 +228,34 @@ def test_overwrite_waits_for_the_lock_and_names_the_writer(tmp_path: Path) -> No
     assert not out.with_name("g.jsonl.lock").exists(), "the lock file is removed when its writer ends"
 
 
+def test_generate_killed_mid_run_resumes_to_the_uninterrupted_rows(endpoint: str, tmp_path: Path) -> None:
+    """`babeltune generate` against a slow endpoint, SIGKILLed mid-run, then run again: exactly the rows
+    of an uninterrupted run (records sharing a prompt included), none lost, none twice."""
+    prompts = [{"id": f"r{i:02d}-en", "pid": f"r{i:02d}", "lang": "en",
+                "messages": [{"role": "user", "content": f"question {i // 2}"}]} for i in range(30)]
+    data = _write_jsonl(tmp_path / "prompts.jsonl", prompts)
+    url = f"{endpoint}/slow/v1"
+    argv = ["generate", "--endpoint", url, "--endpoint-model", "m", "--data", str(data), "--concurrency", "2"]
+    out = tmp_path / "killed.jsonl"
+    child = subprocess.Popen([sys.executable, "-m", "babeltune.cli", *argv, "--out", str(out)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out.exists() and out.read_bytes().count(b"\n") >= 4):
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    written = out.read_bytes().count(b"\n")
+    assert 4 <= written < 30, "the run should have been killed mid-run"
+    assert main([*argv, "--out", str(out)]) == 0
+    assert main([*argv, "--out", str(tmp_path / "whole.jsonl")]) == 0
+    rows, whole = read_generations(out), read_generations(tmp_path / "whole.jsonl")
+    assert len(rows) == 30 and sorted(r["id"] for r in rows) == [p["id"] for p in prompts]
+    essentials = [(r["id"], r["key"], r["response"], r["finish_reason"], r["error"]) for r in rows]
+    assert sorted(essentials) == sorted((r["id"], r["key"], r["response"], r["finish_reason"], r["error"])
+                                        for r in whole)
+    assert all(r["response"] == f"answer to: {r['prompt']}" for r in rows)
+
+
 # --- babeltune serve -------------------------------------------------------------------------------------
 
 
@@ -301,6 +334,7 @@ SERVE_CASES = [
     ServeCase("not UTF-8", '{"messages": "caf\u00e9"}'.encode("latin-1"), None, 400, "not UTF-8"),
     ServeCase("tools", _chat(tools=[{"type": "function", "function": {"name": "f"}}]), None, 400, "field 'tools'"),
     ServeCase("logprobs", _chat(logprobs=True, top_logprobs=3), None, 400, "field 'logprobs'"),
+    ServeCase("a penalty", _chat(frequency_penalty=0.5), None, 400, "field 'frequency_penalty': is not supported"),
     ServeCase("unknown field", _chat(guided_json={"type": "object"}), None, 400, "field 'guided_json'"),
     ServeCase("stop strings", _chat(stop=["\n"]), None, 400, "stop sequences are not supported"),
     ServeCase("NaN temperature", _chat()[:-1] + b', "temperature": NaN}', None, 400, "temperature must be a finite"),
