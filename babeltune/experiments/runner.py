@@ -249,6 +249,10 @@ class ExperimentRunner:
                 pair_plan = plan_pairs(candidate, references, cfg.eval_languages)
                 if pair_plan.no_reference:
                     meta["no_reference"][cond.name] = pair_plan.no_reference
+                if pair_plan.unmatched():  # conditions generate the same prompts: a difference is a bug, made loud
+                    meta.setdefault("unmatched_prompts", {})[cond.name] = pair_plan.unmatched()
+                    log.warning("judge %s: %s and its reference cover different prompts (not judged):\n%s", kind,
+                                cond.name, pair_plan.unmatched_message(cond.name, "the reference"))
                 fp = fingerprint("judge", judge.fingerprint(), states[cond.name]["generate_fingerprint"], ref_fps,
                                  cfg.judge.retries)
                 logbook = StageLog(paths.root)

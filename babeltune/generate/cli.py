@@ -23,7 +23,7 @@ _GENERATE_FLAGS: dict[str, str] = {
 _SERVE_FLAGS: dict[str, str] = {
     "model": "model", "host": "host", "port": "port", "served_name": "served_name", "api_key_env": "api_key_env",
     "dtype": "local.dtype", "device": "local.device", "template": "local.template", "batch_size": "local.batch_size",
-    "bf16_head": "local.bf16_head", "default_max_tokens": "default_max_tokens",
+    "bf16_head": "local.bf16_head", "default_max_tokens": "default_max_tokens", "read_timeout": "read_timeout",
 }
 
 
@@ -83,6 +83,8 @@ def register(sub: Any) -> None:
     srv.add_argument("--batch-size", type=int, help="most requests answered together")
     srv.add_argument("--bf16-head", choices=["auto", "on", "off"])
     srv.add_argument("--default-max-tokens", type=int)
+    srv.add_argument("--read-timeout", type=float,
+                     help="seconds a client may take to send a request before it is answered 408 (default 30)")
     srv.set_defaults(func=cmd_serve)
 
 
@@ -109,6 +111,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         summary = run_generation(records, backend, cfg.decoding, cfg.out, overwrite=cfg.overwrite,
                                  retry_failed=cfg.retry_failed, progress=sys.stderr.isatty())
     print(summary.line())
+    for record_id, error in summary.failures.items():
+        print(f"  failed: record {record_id!r}: {error}")
+    if summary.failed > len(summary.failures):
+        more = summary.failed - len(summary.failures)
+        print(f"  ... and {more} more failed record(s): see field 'error' in {cfg.out}")
     return 1 if summary.failed else 0
 
 
@@ -161,7 +168,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from babeltune.config import ConfigError
     from babeltune.generate.config import ServeConfig
     from babeltune.generate.local import LocalBackend
-    from babeltune.generate.server import start_server
+    from babeltune.generate.server import check_bindable, start_server
 
     try:
         cfg = command_config(ServeConfig, args, _SERVE_FLAGS)
@@ -179,12 +186,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not loopback and token is None:
         print(f"warning: serving on {cfg.host} without a token: anyone who can reach it can use the model",
               file=sys.stderr)
+    check_bindable(cfg.host, cfg.port)  # a port in use is an error now, not after loading the model
     backend = LocalBackend.from_pretrained(cfg.model, dtype=cfg.local.dtype, device=cfg.local.device,
                                            template=cfg.local.template, batch_size=cfg.local.batch_size,
                                            trust_remote_code=cfg.local.trust_remote_code,
                                            bf16_head=cfg.local.bf16_head)
     server, thread = start_server(backend, host=cfg.host, port=cfg.port, served_name=cfg.served_name or cfg.model,
-                                  token=token, default_max_tokens=cfg.default_max_tokens)
+                                  token=token, default_max_tokens=cfg.default_max_tokens,
+                                  read_timeout=cfg.read_timeout)
     print(f"serving {cfg.served_name or cfg.model} at {server.url} (token {'required' if token else 'not required'});"
           " Ctrl-C stops", flush=True)
     try:

@@ -115,8 +115,12 @@ class ServeConfig:
     """Environment variable holding a bearer token that clients must send (empty = no token)."""
     default_max_tokens: int = 512
     """max_tokens of requests that give none."""
+    read_timeout: float = 30.0
+    """Seconds a client connection may take to send a request's headers and body (then 408)."""
     local: LocalConfig = field(default_factory=LocalConfig)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
+        if not self.read_timeout > 0:
+            raise ValueError(f"read_timeout must be > 0 seconds, got {self.read_timeout}")

@@ -7,7 +7,11 @@ speed and the model is never used by two threads at once.
 
 Bound to 127.0.0.1 unless told otherwise. With a token set, every `/v1` request must carry
 `Authorization: Bearer <token>`. Extensions beyond OpenAI's fields, as vLLM accepts them:
-`top_k` and `repetition_penalty`. Not supported (answered with 400): streaming, n > 1, stop strings.
+`top_k` and `repetition_penalty`. Not supported (answered with 400 naming the field): streaming,
+n > 1, stop strings, tools, logprobs, penalties other than 0 and any field this server does not know.
+A body that is not valid UTF-8 JSON, is nested too deeply, has a bad or missing Content-Length or is
+larger than `MAX_BODY_BYTES` is answered with 400, and so is NaN or an infinite number for any field;
+a client that sends less than its Content-Length gets 408 after `read_timeout` seconds.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import hmac
 import json
 import logging
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -35,7 +40,32 @@ MAX_BODY_BYTES = 8 << 20
 
 
 class RequestError(ValueError):
-    """A request the server refuses (HTTP 400), with the reason shown to the client."""
+    """A request the server refuses (HTTP 400 unless `status` says otherwise), with the reason shown to
+    the client."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class BindError(RuntimeError):
+    """The server cannot listen on the address asked for (in use, not this machine's, no permission)."""
+
+
+SUPPORTED_FIELDS: frozenset[str] = frozenset({
+    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",
+    "repetition_penalty", "seed", "stream", "n", "stop", "user",
+})
+"""Chat-completion fields this server acts on (`user` is an opaque client tag, accepted and unused)."""
+
+NEUTRAL_VALUES: dict[str, tuple[Any, ...]] = {
+    "frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "logprobs": (False,), "top_logprobs": (0,),
+    "tools": ([],), "tool_choice": ("none",), "functions": ([],), "function_call": ("none",),
+    "parallel_tool_calls": (False, True), "logit_bias": ({},), "response_format": ({"type": "text"},),
+    "stream_options": (), "store": (False,),
+}
+"""OpenAI fields this server does not implement, with the values that ask for nothing (null always
+does): any other value is refused rather than silently ignored."""
 
 
 @dataclass
@@ -113,6 +143,11 @@ def parse_chat_request(
     """Validate an OpenAI chat-completions body: (messages, settings, seed). Raises RequestError."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
+    for name, value in body.items():
+        if name in SUPPORTED_FIELDS or value is None or value in NEUTRAL_VALUES.get(name, ()):
+            continue
+        known = "is not supported" if name in NEUTRAL_VALUES else "is not a field this server knows"
+        raise RequestError(f"field {name!r}: {known} by babeltune serve (value {json.dumps(value)[:80]})")
     if body.get("stream"):
         raise RequestError("stream=true is not supported by babeltune serve")
     if body.get("n", 1) != 1:
@@ -141,7 +176,7 @@ def parse_chat_request(
             max_new_tokens=max_tokens,
             temperature=float(_number(body, "temperature", 1.0)),
             top_p=float(_number(body, "top_p", 1.0)),
-            top_k=int(_number(body, "top_k", 0)),
+            top_k=_integer(body, "top_k", 0),
             repetition_penalty=float(_number(body, "repetition_penalty", 1.0)),
             seed=0,
         )
@@ -156,6 +191,17 @@ def _number(body: dict[str, Any], name: str, default: float) -> float:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise RequestError(f"{name} must be a number")
+    return value
+
+
+def _integer(body: dict[str, Any], name: str, default: int) -> int:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(f"{name} must be an integer, got {json.dumps(value)}")
     return value
 
 
@@ -175,8 +221,14 @@ class ChatServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], backend: LocalBackend, *, served_name: str, token: str | None,
-                 default_max_tokens: int = 512, max_tokens_limit: int = 4096, wait_s: float = 0.01) -> None:
-        super().__init__(address, _Handler)
+                 default_max_tokens: int = 512, max_tokens_limit: int = 4096, wait_s: float = 0.01,
+                 read_timeout: float = 30.0) -> None:
+        try:
+            super().__init__(address, _Handler)
+        except OSError as exc:
+            raise BindError(f"cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc}") from exc
+        self.read_timeout = read_timeout
+        """Seconds a connection may take to send a request (headers and body) before it is answered 408."""
         self.backend = backend
         self.served_name = served_name
         self.token = token
@@ -191,13 +243,19 @@ class ChatServer(ThreadingHTTPServer):
         return f"http://{host!s}:{port}/v1"
 
     def server_close(self) -> None:
-        self.worker.stop()
+        worker = getattr(self, "worker", None)  # absent when binding failed
+        if worker is not None:
+            worker.stop()
         super().server_close()
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: ChatServer
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.read_timeout)  # a stalled client cannot hold a connection forever
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s - %s", self.address_string(), format % args)
@@ -224,6 +282,33 @@ class _Handler(BaseHTTPRequestHandler):
         self._error(401, "missing or wrong bearer token", "authentication_error")
         return False
 
+    def _read_json_body(self) -> Any:
+        """The request body as JSON; RequestError (400, or 408 when the body does not arrive in time)."""
+        header = self.headers.get("Content-Length")
+        if header is None:
+            raise RequestError("a Content-Length header is required (chunked bodies are not supported)")
+        try:
+            length = int(header)
+        except ValueError:
+            raise RequestError(f"Content-Length must be an integer, got {header!r}") from None
+        if not 0 < length <= MAX_BODY_BYTES:
+            raise RequestError(f"request body must be 1..{MAX_BODY_BYTES} bytes with a Content-Length, got {length}")
+        try:
+            raw = self.rfile.read(length)
+        except TimeoutError:
+            raise RequestError(f"the body did not arrive within {self.server.read_timeout:g} s "
+                               f"(Content-Length {length})", 408) from None
+        if len(raw) < length:
+            raise RequestError(f"the body ended after {len(raw)} of its {length} bytes (Content-Length)")
+        try:
+            return json.loads(raw.decode("utf-8"))  # NaN / Infinity are refused by the field they are given for
+        except UnicodeDecodeError as exc:
+            raise RequestError(f"body is not UTF-8 (byte {exc.start})") from None
+        except json.JSONDecodeError as exc:
+            raise RequestError(f"body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise RequestError("body is JSON nested too deeply") from None
+
     def do_GET(self) -> None:
         if self.path in ("/health", "/v1/health"):
             self._send(200, {"status": "ok"})
@@ -243,20 +328,16 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorized():
             return
         try:
-            length = int(self.headers.get("Content-Length", "0"))
-            if not 0 < length <= MAX_BODY_BYTES:
-                raise RequestError(f"request body must be 1..{MAX_BODY_BYTES} bytes with a Content-Length")
-            try:
-                body = json.loads(self.rfile.read(length).decode("utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise RequestError(f"body is not valid JSON: {exc}") from exc
+            body = self._read_json_body()
             model = body.get("model") if isinstance(body, dict) else None
             if model not in (None, "", self.server.served_name):
                 raise RequestError(f"unknown model {model!r}; this server serves {self.server.served_name!r}")
             messages, settings, seed = parse_chat_request(body, self.server.default_max_tokens,
                                                           self.server.max_tokens_limit)
         except RequestError as exc:
-            self._error(400, str(exc), "invalid_request_error")
+            if exc.status == 408:
+                self.close_connection = True
+            self._error(exc.status, str(exc), "invalid_request_error" if exc.status == 400 else "timeout")
             return
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         request = GenerationRequest(request_id, tuple(messages), seed=seed)
@@ -282,12 +363,28 @@ class _Handler(BaseHTTPRequestHandler):
         })
 
 
+def check_bindable(host: str, port: int) -> None:
+    """BindError now, before a model is loaded, if `host:port` cannot be listened on."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise BindError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server itself binds
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            raise BindError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
 def start_server(backend: LocalBackend, *, host: str = "127.0.0.1", port: int = 0, served_name: str = "",
-                 token: str | None = None, default_max_tokens: int = 512) -> tuple[ChatServer, threading.Thread]:
+                 token: str | None = None, default_max_tokens: int = 512,
+                 read_timeout: float = 30.0) -> tuple[ChatServer, threading.Thread]:
     """Start serving in a background thread (port 0 picks a free port); stop with `server.shutdown()`
-    then `server.server_close()`."""
+    then `server.server_close()`. BindError if the address cannot be listened on."""
     server = ChatServer((host, port), backend, served_name=served_name or backend.model_name, token=token,
-                        default_max_tokens=default_max_tokens)
+                        default_max_tokens=default_max_tokens, read_timeout=read_timeout)
     thread = threading.Thread(target=server.serve_forever, name="babeltune-serve", daemon=True)
     thread.start()
     return server, thread

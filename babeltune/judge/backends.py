@@ -10,11 +10,14 @@ question gets the same verdict.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from babeltune.data.records import Message
 from babeltune.judge.llm import ChatMessages
+
+log = logging.getLogger(__name__)
 
 
 class GenerationChatBackend:
@@ -26,6 +29,8 @@ class GenerationChatBackend:
         self.backend = backend
         self.settings = DecodingSettings(max_new_tokens=max_new_tokens, temperature=0.0, repetition_penalty=1.0)
         self.name = name or str(backend.identity().get("model") or backend.name)
+        self.failures = 0
+        """Judge requests that failed (each is retried by the protocol, then recorded as invalid)."""
 
     def fingerprint(self) -> str:
         return json.dumps({"backend": self.backend.identity(), "settings": self.settings.to_dict()}, sort_keys=True)
@@ -38,6 +43,11 @@ class GenerationChatBackend:
         replies: dict[str, str | None] = {}
         for result in self.backend.generate(requests, self.settings):
             replies[result.id] = result.text if result.error is None else None
+            if result.error is not None:
+                self.failures += 1
+                # the first failure in full (it names the endpoint and what went wrong), the rest in the debug log
+                log.log(logging.WARNING if self.failures == 1 else logging.DEBUG,
+                        "judge request failed (retried, then recorded as an invalid verdict): %s", result.error)
         return [replies.get(req.id) for req in requests]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ def register(sub: Any) -> None:
     _llm_args(sxs)
     sxs.add_argument("--out", required=True, help="folder for the judgement cache, judgements and scores")
     sxs.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    sxs.add_argument("--allow-partial", action="store_true",
+                     help="judge the prompts both files share even when some are in one file only (they are "
+                          "listed and recorded in OUT/coverage.json); without it such files are refused")
     sxs.set_defaults(func=cmd_sxs)
     rubric = commands.add_parser("rubric", help="grade each response alone on the six criteria (LLM judge)")
     rubric.add_argument("--generations", required=True)
@@ -76,22 +80,37 @@ def cmd_sxs(args: argparse.Namespace) -> int:
     from babeltune.judge.pairs import plan_pairs, run_judge, save_judgements
 
     candidate, baseline = _read(args.candidate), _read(args.baseline)
-    langs = sorted({r["lang"] for r in candidate})
+    langs = sorted({r["lang"] for r in candidate} | {r["lang"] for r in baseline})
     plan = plan_pairs(candidate, dict.fromkeys(langs, ("baseline", baseline)), langs)
+    unmatched = plan.unmatched()
+    if unmatched:
+        detail = plan.unmatched_message(f"--candidate {args.candidate}", f"--baseline {args.baseline}")
+        if not args.allow_partial:
+            raise ValueError("the candidate and the baseline cover different prompts (matched by record id):\n"
+                             f"{detail}\njudge the prompts they share with --allow-partial")
+        print(f"warning: judging only the prompts both files cover; unmatched prompts:\n{detail}", file=sys.stderr)
     if not plan.items:
         raise ValueError("no prompt appears in both files with a response: are they generations of the same prompts?")
     judge: PairwiseJudge = ReferenceJudge() if args.judge == "reference" else LLMPairwiseJudge(_backend(args))
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    coverage = {"candidate": args.candidate, "baseline": args.baseline, "pairs": len(plan.items),
+                "unmatched": unmatched, "only_candidate": plan.only_candidate, "only_baseline": plan.only_reference}
+    (out / "coverage.json").write_text(json.dumps(coverage, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     judgements = run_judge(plan, judge, out / f"{args.judge}.cache.jsonl", retries=1, batch_size=32)
     save_judgements(out / f"{args.judge}.jsonl", judgements)
     scores = sxs_scores(judgements, seed=args.seed)
     (out / "scores.json").write_text(json.dumps({k: v.to_dict() for k, v in scores.items()}, indent=1),
                                      encoding="utf-8")
-    print(f"{'lang':<5} {'score':>6} {'95% CI':>13} {'n':>4} {'win':>4} {'tie':>4} {'loss':>4} {'invalid':>7}")
+    print(f"{'lang':<5} {'score':>6} {'95% CI':>13} {'n':>4} {'win':>4} {'tie':>4} {'loss':>4} {'invalid':>7}"
+          + (f" {'unmatched':>9}" if unmatched else ""))
     for lang, s in scores.items():
-        failed = plan.failed.get(lang, 0) if lang != "all" else sum(plan.failed.values())
+        in_lang = [lang] if lang != "all" else list(langs)
+        lost = sum(sum(unmatched.get(code, {}).values()) for code in in_lang)
+        # failed: pairs not judged because a generation failed (unmatched prompts have their own column)
+        failed = sum(plan.failed.get(code, 0) - len(plan.only_candidate.get(code, [])) for code in in_lang)
         print(f"{lang:<5} {_fmt(s.score):>6} {_fmt(s.low) + '-' + _fmt(s.high):>13} {s.n:>4} {s.wins:>4} {s.ties:>4} "
-              f"{s.losses:>4} {s.invalid + failed:>7}")
+              f"{s.losses:>4} {s.invalid + failed:>7}" + (f" {lost:>9}" if unmatched else ""))
     print(f"judgements: {out / (args.judge + '.jsonl')}")
     return 0
 
@@ -99,7 +118,12 @@ def cmd_sxs(args: argparse.Namespace) -> int:
 def cmd_rubric(args: argparse.Namespace) -> int:
     from babeltune.judge import RUBRIC_CRITERIA, JudgementCache, LLMRubricJudge, RubricItem, rubric_scores, run_rubric
 
-    rows = [r for r in _read(args.generations) if r.get("error") is None]
+    read = _read(args.generations)
+    rows = [r for r in read if r.get("error") is None]
+    if len(rows) < len(read):
+        failed = [r["id"] for r in read if r.get("error") is not None]
+        print(f"warning: {len(failed)} failed generation(s) in {args.generations} not judged (e.g. record "
+              f"{failed[0]!r}); rerun `babeltune generate` to retry them", file=sys.stderr)
     items = [RubricItem(r["id"], r["pid"], r["lang"], r["prompt"], r["response"] or "") for r in rows]
     out = Path(args.out)
     judgements = run_rubric(items, LLMRubricJudge(_backend(args)), JudgementCache(out / "rubric.cache.jsonl"))
