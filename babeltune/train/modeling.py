@@ -118,11 +118,19 @@ def compile_layers(lm: Any) -> int:
     return len(layers)
 
 
-def save_final(lm: Any, tokenizer: Any, folder: Path, *, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write the trained model (a PEFT adapter, or the whole model) + tokenizer as safetensors."""
+def save_final(lm: Any, tokenizer: Any, folder: Path, *, state_dict: dict[str, torch.Tensor] | None = None,
+               template: Any = None) -> Path:
+    """Write the trained model (a PEFT adapter, or the whole model) + tokenizer as safetensors. The
+    tokenizer config carries `template` (the chat template the model was trained with; default: the
+    one `auto` picks) as its Jinja `chat_template`, so transformers, vLLM and other harnesses format
+    prompts as babeltune trained them (see `babeltune.models.chat`)."""
+    from babeltune.models.chat import get_template, with_chat_template
+
     folder.mkdir(parents=True, exist_ok=True)
     lm.save_pretrained(str(folder), state_dict=state_dict, safe_serialization=True)
-    tokenizer.save_pretrained(str(folder))
+    with with_chat_template(tokenizer, template or get_template(tokenizer, "auto")) as tok:
+        # In tokenizer_config.json itself (not a side file): every reader of the config finds it there.
+        tok.save_pretrained(str(folder), save_jinja_files=False)
     return folder
 
 
