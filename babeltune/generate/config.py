@@ -115,6 +115,10 @@ class ServeConfig:
     """Environment variable holding a bearer token that clients must send (empty = no token)."""
     default_max_tokens: int = 512
     """max_tokens of requests that give none."""
+    enable_lora: bool = False
+    """Serve vLLM's dynamic LoRA routes (`POST /v1/load_lora_adapter`, `/v1/unload_lora_adapter`):
+    whoever can reach the server may then load adapter folders from this machine's disk onto the
+    base model. Off by default, as vLLM keeps them off unless VLLM_ALLOW_RUNTIME_LORA_UPDATING is set."""
     local: LocalConfig = field(default_factory=LocalConfig)
 
     def __post_init__(self) -> None:
