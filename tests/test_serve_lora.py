@@ -241,3 +241,45 @@ def test_hundreds_of_requests_in_flight(tmp_path: Path) -> None:
     assert all(r.error is None and r.text and r.text.startswith("echo ") for r in results)
     assert max(backend.sizes) >= 128, backend.sizes  # the server saw well over a hundred at once
     assert seconds < 30
+
+
+@pytest.mark.integration
+def test_babeltune_serve_enable_lora_on_the_default_model(tmp_path: Path) -> None:
+    """`babeltune serve --enable-lora` as a process on the default model: an adapter loaded over HTTP
+    answers as the local backend with that adapter (greedy, float32)."""
+    import os
+    import subprocess
+    import sys
+
+    from babeltune.models.loading import default_model_dir
+
+    adapter = tiny_adapter(default_model_dir(), tmp_path / "tuned" / "final", seed=4, scale=0.002)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "babeltune.cli", "serve", "--model", "gemma-3-270m", "--port", "0",
+                             "--enable-lora", "--batch-size", "4"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "LoRA adapters loadable" in line, line + (proc.stderr.read() if proc.stderr else "")
+        url = line.split(" at ")[1].split(" ")[0]
+        config = _config(url, model="gemma-3-270m", timeout=300)
+        records = make_records(3)
+        settings = DecodingSettings(max_new_tokens=8)
+        with adapter_endpoint(config, str(adapter)) as tuned:
+            assert tuned.model.startswith("tuned-")
+            remote = read_generations(run_generation(records, EndpointBackend(tuned), settings,
+                                                     tmp_path / "remote.jsonl").path)
+        assert EndpointBackend(config).list_models() == ["gemma-3-270m"]
+        base = read_generations(run_generation(records, EndpointBackend(config), settings,
+                                               tmp_path / "base.jsonl").path)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    local = read_generations(run_generation(records, LocalBackend.from_pretrained(adapter), settings,
+                                            tmp_path / "local.jsonl").path)
+    def answers(rows: list[dict[str, Any]]) -> dict[str, str]:
+        return {r["id"]: r["response"] for r in rows}
+
+    assert answers(remote) == answers(local)
+    assert answers(local) != answers(base)  # the adapter matters
