@@ -122,3 +122,8 @@ def test_saved_models_carry_the_template_in_their_tokenizer_config(tiny_tok: Any
     template = get_template(reloaded, "auto")
     assert template.name == "gemma"
     assert _hf_ids(reloaded, messages, True) == render_prompt(reloaded, template, messages)
+    # A full model also stops where babeltune stops: <end_of_turn> is among its generation EOS ids.
+    generation = json.loads((folder / "generation_config.json").read_text(encoding="utf-8"))
+    eot = tiny_tok.convert_tokens_to_ids("<end_of_turn>")
+    assert generation["eos_token_id"] == [tiny_tok.eos_token_id, eot]
+    assert tiny_lm.generation_config.eos_token_id == tiny_tok.eos_token_id  # restored

@@ -76,6 +76,8 @@ def test_lora_run_writes_a_complete_loadable_run(tiny_dir: Path, data: Path, tmp
 
     for folder in (result.weights, result.merged):
         assert json.loads((folder / "tokenizer_config.json").read_text())["chat_template"] == GEMMA_CHAT_TEMPLATE
+    eos = json.loads((result.merged / "generation_config.json").read_text())["eos_token_id"]
+    assert isinstance(eos, list) and len(eos) == 2  # <eos> and <end_of_turn>: stops where babeltune stops
 
 
 def test_full_finetuning_changes_every_weight_and_saves_a_plain_model(tiny_dir: Path, data: Path,
