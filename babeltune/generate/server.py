@@ -243,7 +243,9 @@ class ChatServer(ThreadingHTTPServer):
             return self.served_name
         if self.adapters is not None and isinstance(model, str) and self.adapters.get(model) is not None:
             return model
-        known = [self.served_name] + [a.name for a in self.adapters.listed()] if self.adapters else [self.served_name]
+        known = [self.served_name]
+        if self.adapters is not None:
+            known += [adapter.name for adapter in self.adapters.listed()]
         raise RequestError(f"unknown model {model!r}; this server serves {', '.join(map(repr, known))}")
 
     def fingerprint(self, model: str) -> str:
