@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from babeltune.config import ConfigError, load_config
 from babeltune.data.mixtures import MixtureSpec
+from babeltune.generate.config import VLLMConfig
 from babeltune.generate.endpoint import EndpointConfig
 from babeltune.judge.reference import ReferenceJudgeConfig
 from babeltune.languages import STUDY_A_LANGUAGES, parse_language_list
@@ -84,18 +85,28 @@ class DataConfig:
 
 @dataclass
 class LLMJudgeConfig:
-    """An LLM judge behind an OpenAI-compatible endpoint, or a model loaded in this process."""
+    """An LLM judge behind an OpenAI-compatible endpoint, or a model loaded in this process (babeltune's
+    engine or vLLM)."""
 
+    backend: Literal["local", "vllm", "endpoint"] | None = None
+    """Who runs the judge model, as for generation: `endpoint`, `local` (babeltune's engine) or `vllm`
+    (an in-process vLLM engine) on `local_model`; null = the endpoint when one is given, else local."""
     endpoint: EndpointConfig | None = None
     """The generation stage's endpoint settings (url, model, api_key_env, concurrency, timeout,
     retries); null = use `local_model`."""
     local_model: str | None = None
-    """A model babeltune loads (folder, hub id) to judge in-process when no endpoint is given."""
+    """A model babeltune loads (folder, hub id) to judge in-process (backend local or vllm)."""
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    """The vLLM engine's settings (backend vllm)."""
     max_new_tokens: int = 256
     """Room for the judge's short reasoning and its verdict."""
 
     @property
     def configured(self) -> bool:
+        if self.backend == "endpoint":
+            return self.endpoint is not None
+        if self.backend in ("local", "vllm"):
+            return bool(self.local_model)
         return self.endpoint is not None or bool(self.local_model)
 
 
@@ -134,7 +145,8 @@ class JudgeSettings:
         needs_llm = self.kind == "llm" or "llm" in self.also or self.rubric
         if needs_llm and not self.llm.configured:
             raise ConfigError("the LLM judge needs judge.llm.endpoint.url (an OpenAI-compatible API) or "
-                              "judge.llm.local_model; or use judge.kind=reference (offline)")
+                              "judge.llm.local_model (judge.llm.backend local or vllm), as judge.llm.backend "
+                              "asks; or use judge.kind=reference (offline)")
 
     def judges(self) -> list[str]:
         """Every SxS judge to run, primary first."""

@@ -115,11 +115,12 @@ def make_pairwise_judge(kind: str, config: ExperimentConfig) -> PairwiseJudge:
 
 
 def llm_backend(config: ExperimentConfig) -> Any:
-    from babeltune.judge.backends import endpoint_chat_backend, local_chat_backend
+    """The LLM judge's chat backend on judge.llm's backend (local | vllm | endpoint)."""
+    from babeltune.judge.backends import judge_chat_backend
 
     llm = config.judge.llm
-    if llm.endpoint is not None:
-        return endpoint_chat_backend(llm.endpoint, max_new_tokens=llm.max_new_tokens)
-    if llm.local_model:
-        return local_chat_backend(llm.local_model, max_new_tokens=llm.max_new_tokens)
-    raise ValueError("the LLM judge needs judge.llm.endpoint.url or judge.llm.local_model")
+    try:
+        return judge_chat_backend(llm.backend, model=llm.local_model, endpoint=llm.endpoint, vllm=llm.vllm,
+                                  max_new_tokens=llm.max_new_tokens)
+    except ValueError as exc:
+        raise ValueError(f"judge.llm: {exc}") from exc

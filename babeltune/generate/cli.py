@@ -24,6 +24,7 @@ _SERVE_FLAGS: dict[str, str] = {
     "model": "model", "host": "host", "port": "port", "served_name": "served_name", "api_key_env": "api_key_env",
     "dtype": "local.dtype", "device": "local.device", "template": "local.template", "batch_size": "local.batch_size",
     "bf16_head": "local.bf16_head", "default_max_tokens": "default_max_tokens", "read_timeout": "read_timeout",
+    "enable_lora": "enable_lora",
 }
 
 
@@ -69,7 +70,8 @@ def register(sub: Any) -> None:
     gen.set_defaults(func=cmd_generate)
 
     srv = sub.add_parser("serve", help="serve a local model over an OpenAI-compatible HTTP API",
-                         description="OpenAI-compatible /v1/chat/completions and /v1/models over a local model.")
+                         description="OpenAI-compatible /v1/chat/completions and /v1/models over a local model; "
+                         "with --enable-lora also vLLM's /v1/load_lora_adapter and /v1/unload_lora_adapter.")
     srv.add_argument("--config", help="YAML file of ServeConfig fields")
     srv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     srv.add_argument("--model")
@@ -85,6 +87,11 @@ def register(sub: Any) -> None:
     srv.add_argument("--default-max-tokens", type=int)
     srv.add_argument("--read-timeout", type=float,
                      help="seconds a client may take to send a request before it is answered 408 (default 30)")
+    srv.add_argument("--enable-lora", action="store_true", default=None,
+                     help="serve POST /v1/load_lora_adapter {lora_name, lora_path} and /v1/unload_lora_adapter "
+                     "{lora_name} (vLLM's dynamic LoRA routes): PEFT adapters of --model, loaded at run time and "
+                     "requested by name. Off by default (vLLM needs VLLM_ALLOW_RUNTIME_LORA_UPDATING=True for "
+                     "the same): anyone who can reach the server could then load adapter folders from this disk")
     srv.set_defaults(func=cmd_serve)
 
 
@@ -187,15 +194,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"warning: serving on {cfg.host} without a token: anyone who can reach it can use the model",
               file=sys.stderr)
     check_bindable(cfg.host, cfg.port)  # a port in use is an error now, not after loading the model
+    if cfg.enable_lora:
+        from pathlib import Path
+
+        from babeltune.models.loading import resolve_model
+
+        if (Path(resolve_model(cfg.model)) / "adapter_config.json").exists():
+            raise ValueError(f"--enable-lora: --model {cfg.model} is a PEFT adapter; serve its base model and load "
+                             "the adapter through /v1/load_lora_adapter")
     backend = LocalBackend.from_pretrained(cfg.model, dtype=cfg.local.dtype, device=cfg.local.device,
                                            template=cfg.local.template, batch_size=cfg.local.batch_size,
                                            trust_remote_code=cfg.local.trust_remote_code,
                                            bf16_head=cfg.local.bf16_head)
     server, thread = start_server(backend, host=cfg.host, port=cfg.port, served_name=cfg.served_name or cfg.model,
                                   token=token, default_max_tokens=cfg.default_max_tokens,
-                                  read_timeout=cfg.read_timeout)
-    print(f"serving {cfg.served_name or cfg.model} at {server.url} (token {'required' if token else 'not required'});"
-          " Ctrl-C stops", flush=True)
+                                  read_timeout=cfg.read_timeout, lora_base=cfg.model if cfg.enable_lora else None)
+    print(f"serving {cfg.served_name or cfg.model} at {server.url} (token {'required' if token else 'not required'}"
+          f"{'; LoRA adapters loadable' if cfg.enable_lora else ''}); Ctrl-C stops", flush=True)
     try:
         thread.join()
     except KeyboardInterrupt:

@@ -117,6 +117,10 @@ class ServeConfig:
     """max_tokens of requests that give none."""
     read_timeout: float = 30.0
     """Seconds a client connection may take to send a request's headers and body (then 408)."""
+    enable_lora: bool = False
+    """Serve vLLM's dynamic LoRA routes (`POST /v1/load_lora_adapter`, `/v1/unload_lora_adapter`):
+    whoever can reach the server may then load adapter folders from this machine's disk onto the
+    base model. Off by default, as vLLM keeps them off unless VLLM_ALLOW_RUNTIME_LORA_UPDATING is set."""
     local: LocalConfig = field(default_factory=LocalConfig)
 
     def __post_init__(self) -> None:

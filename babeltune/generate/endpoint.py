@@ -18,11 +18,13 @@ repetition_penalty=1 there).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 import urllib.error
@@ -30,6 +32,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from babeltune.generate.backends import FinishReason, GenerationRequest, GenerationResult
@@ -51,7 +54,8 @@ class EndpointConfig:
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the API key (sent as a bearer token when set and non-empty)."""
     concurrency: int = 4
-    """Requests in flight at once."""
+    """Requests in flight at once (one client thread each; hundreds are fine: a server such as vLLM
+    batches them, and `babeltune serve` accepts as many connections)."""
     timeout: float = 120.0
     """Seconds to wait for one response before retrying."""
     max_retries: int = 5
@@ -322,3 +326,121 @@ def _error_message(exc: urllib.error.HTTPError) -> str:
     except (json.JSONDecodeError, RecursionError):
         pass
     return raw[:300] or str(exc.reason)
+
+
+# --------------------------------------------------------------------------- dynamic LoRA adapters
+# vLLM's run-time adapter routes (`vllm serve BASE --enable-lora` with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True,
+# or `babeltune serve --enable-lora`): an experiment serves each condition's adapter from one server.
+
+_GENERIC_PARTS = frozenset({"final", "merged", "adapter", "train", "checkpoints", "weights", "model", "models"})
+
+
+def adapter_name(path: str | Path) -> str:
+    """A stable name for the adapter folder `path`: its most telling folder name (the condition's, for
+    RUN/conditions/NAME/train/final) and the first 12 hex digits of its content fingerprint, so the same
+    adapter always gets the same name and a retrained one a new name."""
+    from babeltune.models.loading import model_fingerprint
+
+    folder = Path(path).resolve()
+    parts = [p for p in reversed(folder.parts) if p and p != "/"]
+    label = next((p for p in parts if p.lower() not in _GENERIC_PARTS), parts[0] if parts else "adapter")
+    label = re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-") or "adapter"
+    return f"{label[:48]}-{model_fingerprint(folder)[:12]}"
+
+
+def _post_adapter(config: EndpointConfig, route: str, payload: dict[str, str], what: str) -> None:
+    """One POST to a LoRA route (not retried: a load that timed out may still have happened)."""
+    client = EndpointBackend(config)
+    data = json.dumps(payload).encode("utf-8")
+    req = urllib.request.Request(f"{client.base_url}/{route}", data=data, headers=client._headers(), method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=config.timeout) as resp:
+            resp.read()
+    except urllib.error.HTTPError as exc:
+        message = _error_message(exc)
+        route_missing = exc.code in (404, 405) and not any(
+            known in message for known in ("No adapter found", "cannot be found"))
+        hint = (" (does the server allow run-time LoRA updates? vllm serve BASE --enable-lora with "
+                "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, or babeltune serve --enable-lora)") if route_missing else ""
+        raise EndpointError(f"{client.base_url}: {what}: HTTP {exc.code}: {message}{hint}", exc.code) from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise EndpointError(f"{client.base_url}: {what}: {getattr(exc, 'reason', exc)}") from exc
+
+
+def load_lora_adapter(config: EndpointConfig, name: str, path: str | Path) -> None:
+    """`POST /v1/load_lora_adapter {"lora_name": name, "lora_path": path}`; EndpointError (naming the
+    endpoint and the adapter) when refused. The path must be readable by the server (same machine or a
+    shared file system): it is sent as an absolute path."""
+    folder = str(Path(path).resolve())
+    _post_adapter(config, "load_lora_adapter", {"lora_name": name, "lora_path": folder},
+                  f"cannot load adapter {folder} as {name!r}")
+
+
+def unload_lora_adapter(config: EndpointConfig, name: str) -> None:
+    """`POST /v1/unload_lora_adapter {"lora_name": name}`; EndpointError when refused."""
+    _post_adapter(config, "unload_lora_adapter", {"lora_name": name}, f"cannot unload adapter {name!r}")
+
+
+def is_adapter_folder(model: str | Path) -> bool:
+    return (Path(model) / "adapter_config.json").is_file()
+
+
+@contextlib.contextmanager
+def adapter_endpoint(config: EndpointConfig, model: str) -> Iterator[EndpointConfig]:
+    """The endpoint config to generate with `model` through the server at `config.url`.
+
+    A PEFT adapter folder is loaded onto the server under `adapter_name(model)`, the yielded config
+    names it as its `model`, and it is unloaded when the block ends (errors included). An adapter of
+    that name the server already holds (the same folder and content) is used as it is and left loaded:
+    another process may be using it. A full model folder must be what the server serves (checked
+    against the fingerprint or root path its `/v1/models` lists); anything else (the experiment's base
+    model by name) yields `config` unchanged: the server's own model.
+    """
+    if not is_adapter_folder(model):
+        if (Path(model) / "config.json").is_file():
+            _check_serves_full_model(config, Path(model))
+        yield config
+        return
+    name = adapter_name(model)
+    client = EndpointBackend(config)
+    owned = name not in client.list_models()
+    if owned:
+        try:
+            load_lora_adapter(config, name, model)
+        except EndpointError as exc:
+            if exc.status != 400 or "already been loaded" not in str(exc):
+                raise
+            owned = False  # loaded meanwhile by another process: theirs to unload
+    failed = False
+    try:
+        yield dataclasses.replace(config, model=name)
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        if owned:
+            try:
+                unload_lora_adapter(config, name)
+            except EndpointError:
+                if not failed:
+                    raise
+                log.warning("%s: could not unload adapter %r after an error", client.base_url, name, exc_info=True)
+
+
+def _check_serves_full_model(config: EndpointConfig, folder: Path) -> None:
+    """A full model folder can only be generated with by a server that serves it (no run-time loading)."""
+    from babeltune.models.loading import model_fingerprint
+
+    client = EndpointBackend(config)
+    try:
+        body = client._call("GET", "/models", None)
+    except (urllib.error.URLError, OSError) as exc:
+        raise EndpointError(f"cannot reach the endpoint {client.base_url}: {getattr(exc, 'reason', exc)}") from exc
+    cards = [c for c in body.get("data", []) if isinstance(c, dict)]
+    fingerprint, resolved = model_fingerprint(folder), str(folder.resolve())
+    for card in cards:
+        if card.get("fingerprint") == fingerprint or card.get("root") in (resolved, str(folder)):
+            return
+    served = ", ".join(str(c.get("id")) for c in cards) or "nothing"
+    raise EndpointError(f"{client.base_url} serves {served}, not the full model {folder}: a full fine-tune cannot "
+                        "be loaded at run time; serve it (vllm serve FOLDER) or train a LoRA adapter")

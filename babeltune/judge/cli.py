@@ -3,6 +3,7 @@
     babeltune judge sxs --candidate A/eval.jsonl --baseline B/eval.jsonl --out judged/     # offline judge
     babeltune judge sxs ... --judge llm --endpoint http://127.0.0.1:8000/v1 --model NAME
     babeltune judge rubric --generations A/eval.jsonl --endpoint http://127.0.0.1:8000/v1 --out rubric/
+    babeltune judge rubric ... --backend vllm --local-model JUDGE --vllm dtype=bfloat16    # in-process vLLM
 
 Judgements are cached in OUT (re-running resumes); scores per language with 95% CIs are printed and
 written to OUT/scores.json. (Registered by `babeltune.experiments.cli`.)
@@ -42,24 +43,44 @@ def register(sub: Any) -> None:
 
 
 def _llm_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--endpoint", default=None, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
-    parser.add_argument("--model", default="", help="model name at the endpoint (default: the first it lists)")
-    parser.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable with the API key")
-    parser.add_argument("--local-model", default=None, help="judge with a model loaded here instead of an endpoint")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
+    llm = parser.add_argument_group("LLM judge (local | vllm | endpoint, as for generation)")
+    llm.add_argument("--backend", choices=["local", "vllm", "endpoint"], default=None,
+                     help="who runs the judge model (default: endpoint with --endpoint, else local)")
+    llm.add_argument("--endpoint", default=None, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    llm.add_argument("--model", default="", help="model name at the endpoint (default: the first it lists)")
+    llm.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable with the API key")
+    llm.add_argument("--concurrency", type=int, default=None,
+                     help="endpoint requests in flight (default 4; hundreds are fine for vLLM)")
+    llm.add_argument("--local-model", default=None,
+                     help="judge with a model loaded here (backend local or vllm) instead of an endpoint")
+    llm.add_argument("--vllm", action="append", default=[], metavar="KEY=VALUE",
+                     help="a VLLMConfig field for backend vllm, e.g. dtype=bfloat16, tensor_parallel_size=2 "
+                     "(repeatable)")
+    llm.add_argument("--max-new-tokens", type=int, default=256)
 
 
 def _backend(args: argparse.Namespace) -> Any:
-    from babeltune.judge.backends import endpoint_chat_backend, local_chat_backend
+    from babeltune.judge.backends import judge_chat_backend
 
+    endpoint, vllm = None, None
     if args.endpoint:
         from babeltune.generate import EndpointConfig
 
-        config = EndpointConfig(url=args.endpoint, model=args.model, api_key_env=args.api_key_env)
-        return endpoint_chat_backend(config, max_new_tokens=args.max_new_tokens)
-    if args.local_model:
-        return local_chat_backend(args.local_model, max_new_tokens=args.max_new_tokens)
-    raise ValueError("the LLM judge needs --endpoint URL (an OpenAI-compatible API) or --local-model MODEL")
+        extra = {"concurrency": args.concurrency} if args.concurrency is not None else {}
+        endpoint = EndpointConfig(url=args.endpoint, model=args.model, api_key_env=args.api_key_env, **extra)
+    if args.vllm:
+        from babeltune.config import ConfigError, apply_overrides, from_dict
+        from babeltune.generate.config import VLLMConfig
+
+        try:
+            vllm = from_dict(VLLMConfig, apply_overrides({}, args.vllm), where="--vllm")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+    if args.backend is None and endpoint is None and not args.local_model:
+        raise ValueError("the LLM judge needs --endpoint URL (an OpenAI-compatible API) or --local-model MODEL "
+                         "(with --backend local or vllm)")
+    return judge_chat_backend(args.backend, model=args.local_model, endpoint=endpoint, vllm=vllm,
+                              max_new_tokens=args.max_new_tokens)
 
 
 def _read(path: str) -> list[dict[str, Any]]:

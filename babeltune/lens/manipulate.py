@@ -379,7 +379,7 @@ def manipulate(lm: Any, tokenizer: Any, subspace: LanguageSubspace, records: lis
     if cfg.save_model:
         from babeltune.train.modeling import save_final
 
-        weights = save_final(lm, tokenizer, run_dir / "final")
+        weights = save_final(lm, tokenizer, run_dir / "final", template=template)
     return ManipulationResult(
         steps=len(records_), seconds=seconds, tokens=sum(int(r["tokens"]) for r in records_),
         reference_seconds=reference_seconds,

@@ -3,7 +3,9 @@ frozen weights, the fused-loss check, and final weights that babeltune and plain
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,12 +120,40 @@ def compile_layers(lm: Any) -> int:
     return len(layers)
 
 
-def save_final(lm: Any, tokenizer: Any, folder: Path, *, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write the trained model (a PEFT adapter, or the whole model) + tokenizer as safetensors."""
+def save_final(lm: Any, tokenizer: Any, folder: Path, *, state_dict: dict[str, torch.Tensor] | None = None,
+               template: Any = None) -> Path:
+    """Write the trained model (a PEFT adapter, or the whole model) + tokenizer as safetensors. The
+    tokenizer config carries `template` (the chat template the model was trained with; default: the
+    one `auto` picks) as its Jinja `chat_template`, so transformers, vLLM and other harnesses format
+    prompts as babeltune trained them (see `babeltune.models.chat`). A full model's generation config
+    lists the template's end-of-turn token(s) among its EOS ids, so `generate` and vLLM stop where
+    babeltune stops (an adapter is generated with its base's config)."""
+    from babeltune.models.chat import get_template, with_chat_template
+
+    template = template or get_template(tokenizer, "auto")
     folder.mkdir(parents=True, exist_ok=True)
-    lm.save_pretrained(str(folder), state_dict=state_dict, safe_serialization=True)
-    tokenizer.save_pretrained(str(folder))
+    with _stopping_at_turn_end(lm, template.stop_token_ids(tokenizer)):
+        lm.save_pretrained(str(folder), state_dict=state_dict, safe_serialization=True)
+    with with_chat_template(tokenizer, template) as tok:
+        # In tokenizer_config.json itself (not a side file): every reader of the config finds it there.
+        tok.save_pretrained(str(folder), save_jinja_files=False)
     return folder
+
+
+@contextlib.contextmanager
+def _stopping_at_turn_end(lm: Any, stop_ids: list[int]) -> Iterator[None]:
+    """While saving: the model's generation config stops at `stop_ids` too (restored afterwards)."""
+    config = getattr(lm, "generation_config", None)
+    if config is None or hasattr(lm, "peft_config"):
+        yield
+        return
+    before = config.eos_token_id
+    eos = [] if before is None else [before] if isinstance(before, int) else list(before)
+    config.eos_token_id = eos + [i for i in stop_ids if i not in eos]
+    try:
+        yield
+    finally:
+        config.eos_token_id = before
 
 
 def merge_adapter(adapter_dir: Path, out_dir: Path) -> Path:
