@@ -1,10 +1,12 @@
 """The real stage implementations the experiment runner calls: babeltune's train, generate, evaluate
 and judge stages, each through its public API.
 
-The experiment's `train` mapping is the training stage's own `TrainConfig` (minus the keys the runner
-sets: model, data, output folder, seed); `generate` holds `decoding` (the generation stage's
-`DecodingSettings`) and `local` (its `LocalConfig`). Models are loaded once per condition and
-released before judging.
+The experiment's `train` mapping is an overlay of the training stage's own `TrainConfig` (the runner
+sets model, data, output folder and seed) run in this process or through accelerate (`training.py`);
+`generate` (`ExperimentGenerateConfig`) picks the backend: babeltune's local engine, an in-process
+vLLM engine (one per base model, shared by the grid's adapters), or an OpenAI-compatible endpoint on
+which each condition's adapter is loaded by name through the dynamic LoRA routes. Models are held
+between a condition's generation splits and released before judging.
 """
 
 from __future__ import annotations
@@ -15,34 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from babeltune.config import from_dict
 from babeltune.data import ChatRecord
 from babeltune.experiments.config import Condition, ExperimentConfig
 from babeltune.experiments.results import ResultRow
 from babeltune.judge import LLMPairwiseJudge, LLMRubricJudge, PairwiseJudge, ReferenceJudge, RubricJudge
 
 log = logging.getLogger(__name__)
-
-
-def decoding_settings(config: ExperimentConfig) -> Any:
-    from babeltune.generate import DecodingSettings
-
-    return from_dict(DecodingSettings, dict(config.generate.get("decoding", {})), where="experiment generate.decoding")
-
-
-def local_config(config: ExperimentConfig) -> Any:
-    from babeltune.generate import LocalConfig
-
-    return from_dict(LocalConfig, dict(config.generate.get("local", {})), where="experiment generate.local")
-
-
-def check_stage_configs(config: ExperimentConfig) -> None:
-    """Build every stage config once so that a wrong key fails before any compute is spent."""
-    unknown = set(config.generate) - {"decoding", "local"}
-    if unknown:
-        raise ValueError(f"experiment generate: unknown key(s) {', '.join(sorted(unknown))}; known: decoding, local")
-    decoding_settings(config)
-    local_config(config)
 
 
 class RealPipeline:
@@ -65,7 +45,7 @@ class RealPipeline:
 
         if self._backend_model != model:
             self.release()
-            local = local_config(config)
+            local = config.generate.local
             self._backend = LocalBackend.from_pretrained(model, dtype=local.dtype, device=local.device,
                                                          template=local.template, batch_size=local.batch_size,
                                                          trust_remote_code=local.trust_remote_code)
@@ -78,7 +58,7 @@ class RealPipeline:
         from babeltune.generate import run_generation
 
         backend = self._local_backend(config, model)
-        summary = run_generation(records, backend, decoding_settings(config), out, progress=True)
+        summary = run_generation(records, backend, config.generate.decoding, out, progress=True)
         print(f"      {summary.line()}", flush=True)
         return {"generated": summary.generated, "reused": summary.reused, "failed": summary.failed,
                 "new_tokens": summary.new_tokens, "seconds": summary.seconds}

@@ -31,7 +31,7 @@ from babeltune.data import ChatRecord, build_mixture, load_records, write_jsonl
 from babeltune.data.readers import fingerprint_records
 from babeltune.experiments.config import Condition, ExperimentConfig, expand_conditions
 from babeltune.experiments.judging import agreement_rows, rubric_rows, sxs_result_rows
-from babeltune.experiments.layout import ConditionPaths, read_generation_rows
+from babeltune.experiments.layout import ConditionPaths, move_aside, read_generation_rows
 from babeltune.experiments.progress import ProgressPlan, Unit
 from babeltune.experiments.results import ResultRow, write_results
 from babeltune.experiments.stages import StageLog, fingerprint
@@ -135,7 +135,7 @@ class ExperimentRunner:
     def _plan(self) -> ProgressPlan:
         cfg = self.config
         epochs = float(cfg.train.get("epochs", 1) or 1)
-        max_new = float(cfg.generate.get("decoding", {}).get("max_new_tokens", 512))
+        max_new = float(cfg.generate.decoding.max_new_tokens)
         units = []
         for cond in self.conditions:
             units.append(Unit(f"{cond.name}:train", f"{cond.name}: tune on {cond.mixture.budget} examples", "train",
@@ -196,7 +196,11 @@ class ExperimentRunner:
         gen_fps: dict[str, str] = {}
         for split, records in self.splits.items():
             out = paths.generations(split)
-            gen_fps[split] = fingerprint("generate", fp_train, cfg.generate, self.data_fingerprints[split])
+            gen_fps[split] = fingerprint("generate", fp_train, cfg.generate.stage_settings(),
+                                         self.data_fingerprints[split])
+            previous = logbook.records.get(f"generate:{split}")
+            if previous is not None and previous.fingerprint != gen_fps[split] and out.exists():
+                move_aside(out, "generations of another model or other generation settings")
             self._stage(logbook, f"{cond.name}:generate:{split}", f"generate:{split}", gen_fps[split], [out],
                         lambda records=records, out=out: self.pipeline.generate(cfg, model, records, out))  # type: ignore[misc]
             generations[split] = out

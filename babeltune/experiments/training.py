@@ -15,21 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from babeltune.config import from_dict
-from babeltune.experiments.config import Condition, ExperimentConfig
+from babeltune.experiments.config import Condition, ExperimentConfig, split_train_section
+from babeltune.experiments.layout import move_aside
 
 log = logging.getLogger(__name__)
-
-RUNNER_KEYS = ("data", "model", "out", "seed")
 
 
 def train_config(config: ExperimentConfig, condition: Condition, mixture: Path, out_dir: Path) -> Any:
     from babeltune.train import TrainConfig
 
-    clash = [k for k in RUNNER_KEYS if k in condition.train]
-    if clash:
-        raise ValueError(f"condition {condition.name}: train.{clash[0]} is set by the experiment runner (the "
-                         f"mixture, the experiment's model and seed, the condition folder); remove it")
-    data = {**condition.train, "data": str(mixture), "model": config.model, "out": str(out_dir),
+    options, _ = split_train_section(condition.train)
+    data = {**options, "data": str(mixture), "model": config.model, "out": str(out_dir),
             "seed": config.seed}
     return from_dict(TrainConfig, data, where=f"experiment {config.name}, condition {condition.name}: train")
 
@@ -45,7 +41,7 @@ def run_training(config: ExperimentConfig, condition: Condition, mixture: Path, 
         if saved.get("fingerprint") == fingerprint:
             log.info("%s: training already finished in %s; reused", condition.name, out_dir)
             return _info(saved.get("merged") or saved["weights"], saved.get("final_loss"), saved.get("steps"))
-        _move_aside(out_dir)
+        move_aside(out_dir, "a training run of another configuration")
     resume = False
     if (out_dir / "checkpoints").exists():
         from babeltune.train import find_checkpoint
@@ -57,19 +53,10 @@ def run_training(config: ExperimentConfig, condition: Condition, mixture: Path, 
         except (OSError, ValueError):
             resume = False
         if not resume:
-            _move_aside(out_dir)
+            move_aside(out_dir, "a training run of another configuration")
     result = train(cfg, resume=resume)
     return _info(str(result.merged or result.weights), result.final_loss, result.steps)
 
 
 def _info(model: str, final_loss: float | None, steps: int | None) -> dict[str, Any]:
     return {"model": str(model), "final_loss": final_loss, "steps": steps}
-
-
-def _move_aside(out_dir: Path) -> None:
-    n = 1
-    while out_dir.with_name(f"{out_dir.name}.stale-{n}").exists():
-        n += 1
-    target = out_dir.with_name(f"{out_dir.name}.stale-{n}")
-    log.warning("%s holds a training run of another configuration; moved to %s", out_dir, target)
-    out_dir.rename(target)
