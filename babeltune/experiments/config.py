@@ -65,7 +65,7 @@ RUNNER_KEYS = ("data", "model", "out", "seed")
 the condition's `train/` folder."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class LaunchSettings:
     """How a condition's training runs: the keys of an experiment's `train:` section that are not
     TrainConfig fields."""
@@ -80,13 +80,15 @@ class LaunchSettings:
     num_processes: int | None = None
     """Processes (one per GPU) passed as --num_processes; null: the accelerate config's. The global
     batch is batch_size x grad_accum x processes."""
+    accelerate_args: list[str] = field(default_factory=list)
+    """Further `accelerate launch` flags, e.g. [--multi_gpu] or [--main_process_port, "0"]."""
 
     def __post_init__(self) -> None:
         if self.num_processes is not None and self.num_processes < 1:
             raise ConfigError(f"train.num_processes must be >= 1 or null, got {self.num_processes}")
 
 
-LAUNCH_KEYS = ("launcher", "accelerate_config", "num_processes")
+LAUNCH_KEYS = ("launcher", "accelerate_config", "num_processes", "accelerate_args")
 
 
 def split_train_section(train: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

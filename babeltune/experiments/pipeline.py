@@ -11,14 +11,15 @@ between a condition's generation splits and released before judging.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from babeltune.data import ChatRecord
-from babeltune.experiments.config import Condition, ExperimentConfig
+from babeltune.experiments.config import Condition, ExperimentConfig, ExperimentGenerateConfig
 from babeltune.experiments.results import ResultRow
 from babeltune.judge import LLMPairwiseJudge, LLMRubricJudge, PairwiseJudge, ReferenceJudge, RubricJudge
 
@@ -31,6 +32,8 @@ class RealPipeline:
     def __init__(self) -> None:
         self._backend: Any = None
         self._backend_model: str | None = None
+        self._stack = contextlib.ExitStack()
+        self._vllm_used = False
         self._judges: dict[str, PairwiseJudge] = {}
 
     # ---------------------------------------------------------------- train
@@ -39,16 +42,17 @@ class RealPipeline:
 
         return run_training(config, condition, mixture, out_dir)
 
-    # ---------------------------------------------------------------- generate
-    def _local_backend(self, config: ExperimentConfig, model: str) -> Any:
-        from babeltune.generate import LocalBackend
+    def _note_vllm(self, generate: ExperimentGenerateConfig) -> None:
+        self._vllm_used = self._vllm_used or generate.backend == "vllm"
 
+    # ---------------------------------------------------------------- generate
+    def _generation_backend(self, config: ExperimentConfig, model: str) -> Any:
+        """The backend answering for `model` (a tuned model's folder), kept until another model is asked
+        for or `release`: an endpoint's adapter stays loaded on the server meanwhile."""
         if self._backend_model != model:
-            self.release()
-            local = config.generate.local
-            self._backend = LocalBackend.from_pretrained(model, dtype=local.dtype, device=local.device,
-                                                         template=local.template, batch_size=local.batch_size,
-                                                         trust_remote_code=local.trust_remote_code)
+            self._close_backend()
+            self._note_vllm(config.generate)
+            self._backend = self._stack.enter_context(open_backend(config.generate, model))
             self._backend_model = model
         return self._backend
 
@@ -57,7 +61,7 @@ class RealPipeline:
     ) -> dict[str, Any]:
         from babeltune.generate import run_generation
 
-        backend = self._local_backend(config, model)
+        backend = self._generation_backend(config, model)
         summary = run_generation(records, backend, config.generate.decoding, out, progress=True)
         print(f"      {summary.line()}", flush=True)
         return {"generated": summary.generated, "reused": summary.reused, "failed": summary.failed,
@@ -78,10 +82,50 @@ class RealPipeline:
     def rubric_judge(self, config: ExperimentConfig) -> RubricJudge:
         return LLMRubricJudge(llm_backend(config))
 
-    def release(self) -> None:
+    def _close_backend(self) -> None:
+        self._stack.close()
         self._backend = None
         self._backend_model = None
         gc.collect()
+
+    def release(self) -> None:
+        self._close_backend()
+        if self._vllm_used:
+            from babeltune.generate.vllm import release_engines
+
+            release_engines()
+            self._vllm_used = False
+
+
+@contextlib.contextmanager
+def open_backend(generate: ExperimentGenerateConfig, model: str) -> Iterator[Any]:
+    """A generation backend for `model` (a base model or a tuned model's folder) on `generate.backend`:
+
+    - local: babeltune's engine (`LocalBackend`) with `generate.local`;
+    - vllm: `VLLMBackend.from_pretrained(model, generate.vllm)`; the vLLM module caches engines by base
+      model, so a grid's adapters share one (released by `release_engines`, at `RealPipeline.release`);
+    - endpoint: the adapter folder is loaded on the server through its dynamic LoRA routes for as long
+      as the block runs (`adapter_endpoint`), and requested by the name it was loaded under.
+    """
+    if generate.backend == "local":
+        from babeltune.generate import LocalBackend
+
+        local = generate.local
+        yield LocalBackend.from_pretrained(model, dtype=local.dtype, device=local.device, template=local.template,
+                                           batch_size=local.batch_size, trust_remote_code=local.trust_remote_code,
+                                           bf16_head=local.bf16_head)
+    elif generate.backend == "vllm":
+        from babeltune.generate.vllm import VLLMBackend
+
+        yield VLLMBackend.from_pretrained(model, generate.vllm)
+    else:
+        # adapter_endpoint comes from the dynamic-LoRA client (branch serve, issue 11 item 2).
+        from babeltune.generate.endpoint import EndpointBackend, adapter_endpoint  # type: ignore[attr-defined,unused-ignore]
+
+        if generate.endpoint is None:
+            raise ValueError("generate.backend endpoint needs generate.endpoint.url")
+        with adapter_endpoint(generate.endpoint, model) as endpoint:
+            yield EndpointBackend(endpoint)
 
 
 def make_pairwise_judge(kind: str, config: ExperimentConfig) -> PairwiseJudge:

@@ -191,7 +191,7 @@ class ExperimentRunner:
         fp_train = fingerprint("train", fp_mix, cond.train, cfg.model, cfg.seed)
         state["train"] = self._stage(logbook, f"{cond.name}:train", "train", fp_train, [paths.train],
                                      lambda: self.pipeline.train(cfg, cond, paths.mixture, paths.train))
-        model = str(state["train"]["model"])
+        model = generation_model(state["train"], cfg.generate.backend)
         generations: dict[str, Path] = {}
         gen_fps: dict[str, str] = {}
         for split, records in self.splits.items():
@@ -345,6 +345,14 @@ class ExperimentRunner:
                          for r in recs]
         (self.run_dir / SAMPLES_JSON).write_text(json.dumps({"languages": out}, ensure_ascii=False, indent=1),
                                                  encoding="utf-8")
+
+
+def generation_model(train_info: dict[str, Any], backend: str) -> str:
+    """The tuned model a condition generates with: a LoRA run's adapter on the vllm and endpoint
+    backends (served on the shared base model), else the model the train stage reported (merged if
+    written)."""
+    adapter = train_info.get("adapter")
+    return str(adapter if adapter and backend != "local" else train_info["model"])
 
 
 def _describe(cond: Condition) -> str:
