@@ -19,6 +19,7 @@ fast fakes to check the orchestration.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -27,8 +28,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from babeltune.config import to_dict
 from babeltune.data import ChatRecord, build_mixture, load_records, write_jsonl
 from babeltune.data.readers import fingerprint_records
+from babeltune.experiments.claims import CLAIMS_DIR, Claims, ClaimSettings
 from babeltune.experiments.config import Condition, ExperimentConfig, expand_conditions
 from babeltune.experiments.judging import agreement_rows, rubric_rows, sxs_result_rows
 from babeltune.experiments.layout import ConditionPaths, move_aside, read_generation_rows
@@ -85,6 +88,10 @@ class RunSummary:
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
     report: Path | None = None
+    worked: list[str] = field(default_factory=list)
+    """Worker mode: the units (conditions, `NAME@judge`) this worker ran."""
+    pending: list[str] = field(default_factory=list)
+    """Worker mode: units left unfinished when it stopped (held by other workers, or waiting for them)."""
 
 
 def select_per_language(records: Sequence[ChatRecord], languages: Sequence[str], limit: int | None) -> list[ChatRecord]:
@@ -100,8 +107,11 @@ class ExperimentRunner:
     """Runs one experiment into one run directory; see the module docstring."""
 
     def __init__(self, config: ExperimentConfig, run_dir: str | Path, pipeline: Pipeline | None = None, *,
-                 progress: bool = True, report: bool = True) -> None:
+                 progress: bool = True, report: bool = True, worker: bool = False,
+                 claims: ClaimSettings | None = None) -> None:
         self.config = config
+        self.worker = worker
+        self.claim_settings = claims or ClaimSettings()
         self.run_dir = Path(run_dir)
         if pipeline is None:
             from babeltune.experiments.pipeline import RealPipeline
@@ -227,6 +237,42 @@ class ExperimentRunner:
         record = StageLog(paths.root).records.get("generate:eval")
         return name, read_generation_rows(gen), record.fingerprint if record else "unknown"
 
+    def _judge_condition(self, kind: str, judge: PairwiseJudge, cond: Condition, state: dict[str, Any],
+                         ref_cache: dict[str, tuple[str, list[dict[str, Any]], str] | None],
+                         ) -> tuple[list[ResultRow], list[SxSJudgement], list[str]]:
+        """Judge one condition's eval responses against its references with `judge` (cached, resumable):
+        (result rows, judgements, languages without a reference)."""
+        cfg = self.config
+        paths = ConditionPaths.of(self.run_dir, cond.name)
+        candidate = read_generation_rows(paths.generations("eval"))
+        references: dict[str, tuple[str, list[dict[str, Any]]] | None] = {}
+        ref_fps = {}
+        for lang in cfg.eval_languages:
+            name = cfg.judge.reference_for(lang)
+            if cfg.judge.skip_self and name == cond.name:
+                references[lang] = None
+                continue
+            if name not in ref_cache:
+                ref_cache[name] = self._reference_rows(name)
+            found = ref_cache[name]
+            references[lang] = (found[0], found[1]) if found else None
+            ref_fps[lang] = (name, found[2] if found else None)
+        pair_plan = plan_pairs(candidate, references, cfg.eval_languages)
+        fp = fingerprint("judge", judge.fingerprint(), state["generate_fingerprint"], ref_fps, cfg.judge.retries)
+
+        def do_judge() -> dict[str, Any]:
+            judgements = run_judge(pair_plan, judge, paths.judge_cache(kind), retries=cfg.judge.retries,
+                                   batch_size=cfg.judge.batch_size)
+            save_judgements(paths.judgements(kind), judgements)
+            return {"pairs": len(judgements), "invalid": sum(j.outcome == "invalid" for j in judgements)}
+
+        self._stage(StageLog(paths.root), f"{cond.name}:judge:{kind}", f"judge:{kind}", fp, [paths.judgements(kind)],
+                    do_judge)
+        judgements = load_judgements(paths.judgements(kind))
+        seen = state["mixture"]["summary"].get("seen_languages")
+        rows = sxs_result_rows(cond.name, kind, pair_plan, judgements, seen, cfg.seed)
+        return rows, judgements, list(pair_plan.no_reference)
+
     def _judge_all(self, states: dict[str, dict[str, Any]]) -> tuple[list[ResultRow], dict[str, Any]]:
         cfg = self.config
         rows: list[ResultRow] = []
@@ -236,40 +282,12 @@ class ExperimentRunner:
         for kind in cfg.judge.judges():
             judge = self.pipeline.pairwise_judge(kind, cfg)
             for cond in self.conditions:
-                paths = ConditionPaths.of(self.run_dir, cond.name)
-                candidate = read_generation_rows(paths.generations("eval"))
-                references: dict[str, tuple[str, list[dict[str, Any]]] | None] = {}
-                ref_fps = {}
-                for lang in cfg.eval_languages:
-                    name = cfg.judge.reference_for(lang)
-                    if cfg.judge.skip_self and name == cond.name:
-                        references[lang] = None
-                        continue
-                    if name not in ref_cache:
-                        ref_cache[name] = self._reference_rows(name)
-                    found = ref_cache[name]
-                    references[lang] = (found[0], found[1]) if found else None
-                    ref_fps[lang] = (name, found[2] if found else None)
-                pair_plan = plan_pairs(candidate, references, cfg.eval_languages)
-                if pair_plan.no_reference:
-                    meta["no_reference"][cond.name] = pair_plan.no_reference
-                fp = fingerprint("judge", judge.fingerprint(), states[cond.name]["generate_fingerprint"], ref_fps,
-                                 cfg.judge.retries)
-                logbook = StageLog(paths.root)
-                key = f"{cond.name}:judge:{kind}"
-
-                def do_judge(pair_plan: Any = pair_plan, paths: ConditionPaths = paths, judge: Any = judge,
-                             kind: str = kind) -> dict[str, Any]:
-                    judgements = run_judge(pair_plan, judge, paths.judge_cache(kind), retries=cfg.judge.retries,
-                                           batch_size=cfg.judge.batch_size)
-                    save_judgements(paths.judgements(kind), judgements)
-                    return {"pairs": len(judgements), "invalid": sum(j.outcome == "invalid" for j in judgements)}
-
-                self._stage(logbook, key, f"judge:{kind}", fp, [paths.judgements(kind)], do_judge)
-                judgements = load_judgements(paths.judgements(kind))
+                cond_rows, judgements, no_reference = self._judge_condition(kind, judge, cond, states[cond.name],
+                                                                            ref_cache)
+                if no_reference:
+                    meta["no_reference"][cond.name] = no_reference
                 all_judgements.setdefault(cond.name, {})[kind] = judgements
-                seen = states[cond.name]["mixture"]["summary"].get("seen_languages")
-                rows += sxs_result_rows(cond.name, kind, pair_plan, judgements, seen, cfg.seed)
+                rows += cond_rows
         kinds = cfg.judge.judges()
         for cond_name, by_kind in all_judgements.items():
             for other in kinds[1:]:
@@ -279,6 +297,84 @@ class ExperimentRunner:
                                 self.pipeline.rubric_judge(cfg), cfg)
         return rows, meta
 
+    # ------------------------------------------------------------------ workers
+    def _condition_fingerprint(self, cond: Condition) -> str:
+        """Everything a condition's stages depend on: its done marker must match it."""
+        cfg = self.config
+        return fingerprint("condition", asdict(cond.mixture), cond.train, cfg.model, cfg.seed,
+                           cfg.generate.stage_settings(), self.data_fingerprints)
+
+    def _judging_fingerprint(self, cond: Condition, fps: dict[str, str]) -> str:
+        cfg = self.config
+        refs = sorted({cfg.judge.reference_for(lang) for lang in cfg.eval_languages})
+        return fingerprint("judging", fps[cond.name], {r: fps.get(r) for r in refs}, to_dict(cfg.judge))
+
+    def _judging_ready(self, cond: Condition, claims: Claims, fps: dict[str, str]) -> bool:
+        """A condition's judging can run once it and its references in this run are finished."""
+        if not claims.is_done(cond.name, fps[cond.name]):
+            return False
+        if self.config.judge.reference_run:
+            return True
+        refs = {self.config.judge.reference_for(lang) for lang in self.config.eval_languages}
+        return all(claims.is_done(r, fps[r]) for r in refs if r in fps)
+
+    def _judge_one(self, cond: Condition) -> None:
+        """All judging of one condition (each SxS judge, the rubric), as a worker does it."""
+        cfg = self.config
+        state = self._run_condition(cond)  # finished: every stage is skipped; gives its fingerprints
+        ref_cache: dict[str, tuple[str, list[dict[str, Any]], str] | None] = {}
+        for kind in cfg.judge.judges():
+            self._judge_condition(kind, self.pipeline.pairwise_judge(kind, cfg), cond, state, ref_cache)
+        if cfg.judge.rubric:
+            rubric_rows([ConditionPaths.of(self.run_dir, cond.name)], self.pipeline.rubric_judge(cfg), cfg)
+
+    def _work(self) -> None:
+        """Worker mode: claim and run pending conditions, then the judging whose inputs are complete,
+        until a whole pass finds nothing this worker can take (see `claims`)."""
+        claims = Claims(self.run_dir, self.claim_settings)
+        fps = {c.name: self._condition_fingerprint(c) for c in self.conditions}
+        judging = {c.name: self._judging_fingerprint(c, fps) for c in self.conditions}
+        while True:
+            progressed = False
+            for cond in self.conditions:
+                if claims.is_done(cond.name, fps[cond.name]):
+                    continue
+                with claims.try_claim(cond.name) or contextlib.nullcontext() as claim:
+                    if claim is None or claims.is_done(cond.name, fps[cond.name]):
+                        continue
+                    print(f"worker: condition {cond.name}", flush=True)
+                    self._run_condition(cond)
+                    claims.mark_done(cond.name, fps[cond.name])
+                    self.summary.worked.append(cond.name)
+                    progressed = True
+            for cond in self.conditions:
+                unit = f"{cond.name}@judge"
+                if claims.is_done(unit, judging[cond.name]) or not self._judging_ready(cond, claims, fps):
+                    continue
+                with claims.try_claim(unit) or contextlib.nullcontext() as claim:
+                    if claim is None or claims.is_done(unit, judging[cond.name]):
+                        continue
+                    self.pipeline.release()
+                    print(f"worker: judging {cond.name}", flush=True)
+                    self._judge_one(cond)
+                    claims.mark_done(unit, judging[cond.name])
+                    self.summary.worked.append(unit)
+                    progressed = True
+            if not progressed:
+                break
+        self.pipeline.release()
+        self.summary.pending = sorted(
+            [c.name for c in self.conditions if not claims.is_done(c.name, fps[c.name])]
+            + [f"{c.name}@judge" for c in self.conditions if not claims.is_done(f"{c.name}@judge", judging[c.name])])
+
+    def _refuse_live_workers(self) -> None:
+        live = Claims(self.run_dir, self.claim_settings).live_claims()
+        if live:
+            held = ", ".join(f"{unit} ({info.get('host', '?')} pid {info.get('pid', '?')})"
+                             for unit, info in live.items())
+            raise RuntimeError(f"workers are still running in {self.run_dir}: {held}. Run this again when they have "
+                               f"finished, or join them with --worker (claims: {self.run_dir / CLAIMS_DIR})")
+
     # ------------------------------------------------------------------ main
     def run(self) -> RunSummary:
         from babeltune.runinfo import write_run_info
@@ -286,6 +382,11 @@ class ExperimentRunner:
         start = time.perf_counter()
         self._load_data()
         self.plan = self._plan()
+        if self.worker:
+            self._work()
+            self.summary.seconds = time.perf_counter() - start
+            return self.summary
+        self._refuse_live_workers()
         write_run_info(self.run_dir, config=self.config, seed=self.config.seed, data=self.data_fingerprints,
                        extra={"conditions": [c.name for c in self.conditions]})
         states = {}
@@ -367,6 +468,10 @@ def _describe(cond: Condition) -> str:
 
 
 def run_experiment(config: ExperimentConfig, run_dir: str | Path, pipeline: Pipeline | None = None, *,
-                   progress: bool = True, report: bool = True) -> RunSummary:
-    """Run (or resume) `config` into `run_dir`; see `ExperimentRunner`."""
-    return ExperimentRunner(config, run_dir, pipeline, progress=progress, report=report).run()
+                   progress: bool = True, report: bool = True, worker: bool = False,
+                   claims: ClaimSettings | None = None) -> RunSummary:
+    """Run (or resume) `config` into `run_dir`; see `ExperimentRunner`. With `worker`, take a share of
+    the grid beside other workers (see `babeltune.experiments.claims`) and leave results and report to
+    a plain run afterwards."""
+    return ExperimentRunner(config, run_dir, pipeline, progress=progress, report=report, worker=worker,
+                            claims=claims).run()
