@@ -163,3 +163,11 @@ def test_live_claims_stop_a_plain_run_and_are_not_taken(tmp_path: Path) -> None:
         assert claims.age("pinch") is not None and claims.age("pinch") < 0.5  # the heartbeat touches it
     assert not claims.claim_path("pinch").exists()
     run_experiment(cfg, tmp_path / "run", CountingPipeline(tmp_path / "x.log"), progress=False, report=False)
+
+
+def test_worker_flags_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from babeltune.cli import main
+
+    four_conditions(tmp_path)
+    assert main(["run", str(tmp_path / "exp.yaml"), "--worker", "--heartbeat", "60", "--stale-after", "30"]) == 2
+    assert "--stale-after (30.0 s) must be longer than --heartbeat" in capsys.readouterr().err

@@ -5,16 +5,20 @@ Layout of a run directory:
     RUN_DIR/run.json, config.yaml           what ran (write_run_info)
     RUN_DIR/conditions/NAME/mixture.jsonl   + .summary.json
     RUN_DIR/conditions/NAME/train/          the tuned model (the training stage's run folder)
+    RUN_DIR/conditions/NAME/train.config.yaml, train.launch.log   train.launcher accelerate: its config, output
     RUN_DIR/conditions/NAME/generations/{eval,modifiers}.jsonl
     RUN_DIR/conditions/NAME/eval/rows.json  the evaluation stage's metrics as result rows
     RUN_DIR/conditions/NAME/judge/KIND.cache.jsonl, KIND.jsonl   judgements (cache, final)
     RUN_DIR/conditions/NAME/stages.json     finished stages and their fingerprints
     RUN_DIR/results.{json,csv}, samples.json, report.html
+    RUN_DIR/claims/UNIT.claim, UNIT.done    `--worker`: who runs what, what is finished (claims.py)
 
 Every stage is skipped on a re-run when it finished before with the same inputs (`stages`), and the
 stages themselves resume mid-way from their own caches, so an interrupted run is simply run again.
 The stage implementations are behind `Pipeline` (`pipeline.py` has the real one); tests swap in
-fast fakes to check the orchestration.
+fast fakes to check the orchestration. With `worker=True` the runner takes a share of the grid beside
+other processes (`_work`): conditions, then each condition's judging once its references are finished,
+each under a claim; results and the report are left to a plain run afterwards.
 """
 
 from __future__ import annotations
