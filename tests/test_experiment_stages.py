@@ -118,6 +118,9 @@ def test_endpoint_backend_needs_an_endpoint(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
     cfg = load_experiment(path, ["generate.endpoint.url=http://127.0.0.1:8000/v1"])
     assert cfg.generate.endpoint is not None and cfg.generate.endpoint.url.endswith("/v1")
+    # The server serves adapters on its base model: a full fine-tune cannot be generated there.
+    with pytest.raises(ConfigError, match="condition mono-en trains a full model"):
+        load_experiment(path, ["generate.endpoint.url=http://127.0.0.1:8000/v1", "train.method=full"])
 
 
 def test_stage_typo_fails_before_any_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -416,6 +416,10 @@ def _build_condition(config: ExperimentConfig, spec: ConditionSpec, varied: dict
     if not name or set(name) - _NAME_OK:
         raise ConfigError(f"condition name {name!r} must be letters, digits, '-', '_' or '.' (it names a folder)")
     check_train_overlay(train, where=f"{_SOURCE.get()}: condition {name}")
+    if config.generate.backend == "endpoint" and train.get("method") == "full":
+        raise ConfigError(f"{_SOURCE.get()}: condition {name} trains a full model (train.method full), but "
+                          f"generate.backend endpoint serves LoRA adapters on the server's base model; use "
+                          f"train.method lora, or generate.backend local or vllm")
     try:
         mixture_spec = MixtureSpec(**fields)
     except TypeError as exc:
