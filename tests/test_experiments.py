@@ -194,7 +194,6 @@ def test_missing_reference_is_listed_not_scored(tmp_path: Path) -> None:
 def test_every_shipped_experiment_loads_expands_and_builds_its_stage_configs() -> None:
     from babeltune.experiments.cli import experiments_dir, shipped_experiments
     from babeltune.experiments.config import load_experiment
-    from babeltune.experiments.pipeline import check_stage_configs
     from babeltune.experiments.training import train_config
 
     names = shipped_experiments()
@@ -204,7 +203,6 @@ def test_every_shipped_experiment_loads_expands_and_builds_its_stage_configs() -
     for name in names:
         cfg = load_experiment(experiments_dir() / f"{name}.yaml")
         conditions = expand_conditions(cfg)
-        check_stage_configs(cfg)
         for cond in conditions:
             train_config(cfg, cond, Path("mix.jsonl"), Path("out"))
         sizes[name] = len(conditions)
