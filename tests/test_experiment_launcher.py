@@ -12,7 +12,7 @@ import pytest
 from babeltune.config import from_dict
 from babeltune.experiments.config import ExperimentConfig, expand_conditions
 from babeltune.experiments.training import run_training
-from tests.test_train_helpers import losses, save_tiny_model, tiny_data
+from tests.train_helpers import losses, save_tiny_model, tiny_data
 
 LANGS = ("en", "es", "it", "cs", "et", "fi", "ru", "sw", "ar")  # 9 examples: steps of 4, 4, 1
 REPO = Path(__file__).parent.parent
