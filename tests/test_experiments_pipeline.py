@@ -67,3 +67,53 @@ def test_tiny_experiment_end_to_end_and_rerun_skips_everything(tmp_path: Path, t
     again = run_experiment(cfg, run_dir, progress=False)
     assert again.ran == []
     assert [r.to_dict() for r in read_results(run_dir)[0]] == [r.to_dict() for r in rows]
+
+
+def test_endpoint_backend_serves_each_condition_as_a_runtime_adapter(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """`generate.backend: endpoint` against `babeltune serve --enable-lora` on loopback: each condition's
+    adapter is loaded through the dynamic LoRA routes, generates, is unloaded, and every response equals
+    the one the local backend gives with the same adapter."""
+    from babeltune.generate.local import LocalBackend
+    from babeltune.generate.server import start_server
+
+    base = tiny_experiment(tmp_path, tiny_model_dir)
+    local_cfg = from_dict(ExperimentConfig, {**_as_dict(base), "judge": {"kind": "none"},
+                                             "train": {**base.train, "merge": False}})
+    run_experiment(local_cfg, tmp_path / "local", progress=False)
+
+    backend = LocalBackend.from_pretrained(str(tiny_model_dir), batch_size=4)
+    server, thread = start_server(backend, served_name="tiny", lora_base=str(tiny_model_dir))
+    try:
+        endpoint_cfg = from_dict(ExperimentConfig, {
+            **_as_dict(local_cfg),
+            "generate": {**_as_dict(local_cfg)["generate"], "backend": "endpoint",
+                         "endpoint": {"url": server.url, "model": "tiny", "api_key_env": "", "max_retries": 0}}})
+        run_experiment(endpoint_cfg, tmp_path / "endpoint", progress=False)
+        models = json.loads(_get(server.url + "/models"))["data"]
+        assert [m["id"] for m in models] == ["tiny"]  # every adapter was unloaded after its condition
+    finally:
+        server.shutdown()
+        server.server_close()
+    for cond in ("english_only", "uniform"):
+        for split in ("eval", "modifiers"):
+            name = f"conditions/{cond}/generations/{split}.jsonl"
+            local = [json.loads(x) for x in (tmp_path / "local" / name).read_text().splitlines()]
+            remote = [json.loads(x) for x in (tmp_path / "endpoint" / name).read_text().splitlines()]
+            assert all(r["error"] is None for r in remote)
+            assert {r["model"]["backend"] for r in remote} == {"endpoint"}
+            assert {r["model"]["model"] for r in remote} == {f"{cond}-" + remote[0]["model"]["model"].split("-")[-1]}
+            assert {r["id"]: r["response"] for r in remote} == {r["id"]: r["response"] for r in local}
+            assert len(remote) == len(local) == 6
+
+
+def _as_dict(config: ExperimentConfig) -> dict[str, Any]:
+    from babeltune.config import to_dict
+
+    return to_dict(config)
+
+
+def _get(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.read().decode("utf-8")
