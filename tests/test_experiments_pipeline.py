@@ -82,7 +82,7 @@ def test_endpoint_backend_serves_each_condition_as_a_runtime_adapter(tmp_path: P
     run_experiment(local_cfg, tmp_path / "local", progress=False)
 
     backend = LocalBackend.from_pretrained(str(tiny_model_dir), batch_size=4)
-    server, thread = start_server(backend, served_name="tiny", lora_base=str(tiny_model_dir))
+    server, _thread = start_server(backend, served_name="tiny", lora_base=str(tiny_model_dir))
     try:
         endpoint_cfg = from_dict(ExperimentConfig, {
             **_as_dict(local_cfg),
