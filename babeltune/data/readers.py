@@ -25,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from babeltune.data.jsonl import JSONLError, iter_jsonl_rows
 from babeltune.data.records import ChatRecord, RecordError, parse_messages, record_from_dict
 from babeltune.languages import normalize_code
 
@@ -142,13 +143,8 @@ def _iter_jsonl_files(files: list[Path], report: LoadReport) -> Iterator[Row | R
     for path in files:
         data = path.read_bytes()
         digest.update(data)
-        for lineno, line in enumerate(data.decode("utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                yield str(path), lineno, json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield RecordError(str(path), lineno, "<line>", f"not valid JSON ({exc.msg})", "malformed")
+        for lineno, item in iter_jsonl_rows(data, path):
+            yield item if isinstance(item, JSONLError) else (str(path), lineno, item)
     report.fingerprint = digest.hexdigest()
 
 
