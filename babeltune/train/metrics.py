@@ -74,11 +74,15 @@ class FlopsModel:
 
 def measure_matmul_peak(device: str | torch.device = "cpu", dtype: torch.dtype = torch.bfloat16,
                         size: int | None = None, seconds: float = 1.0) -> float:
-    """Best observed FLOP/s of a square matrix product on `device`: the ceiling MFU is reported against."""
+    """Best observed FLOP/s of a square matrix product on `device`: the ceiling MFU is reported against.
+
+    The matrices come from a private generator: the global one is left as it was, so a resumed run's
+    dropout masks (its RNG state restored before this runs) equal the uninterrupted run's."""
     device = torch.device(device)
     size = size or (8192 if device.type == "cuda" else 2048)
-    a = torch.randn(size, size, dtype=dtype, device=device)
-    b = torch.randn(size, size, dtype=dtype, device=device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, dtype=dtype, device=device, generator=generator)
+    b = torch.randn(size, size, dtype=dtype, device=device, generator=generator)
     best = 0.0
     deadline = time.perf_counter() + seconds
     for i in range(100):
