@@ -16,6 +16,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from babeltune.outputs import check_output
+
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("judge", help="judge generation files side by side (study A) or by rubric (study B)")
@@ -75,6 +77,7 @@ def cmd_sxs(args: argparse.Namespace) -> int:
     from babeltune.judge import LLMPairwiseJudge, PairwiseJudge, ReferenceJudge, sxs_scores
     from babeltune.judge.pairs import plan_pairs, run_judge, save_judgements
 
+    check_output(args.out, "folder")
     candidate, baseline = _read(args.candidate), _read(args.baseline)
     langs = sorted({r["lang"] for r in candidate})
     plan = plan_pairs(candidate, dict.fromkeys(langs, ("baseline", baseline)), langs)
@@ -99,6 +102,7 @@ def cmd_sxs(args: argparse.Namespace) -> int:
 def cmd_rubric(args: argparse.Namespace) -> int:
     from babeltune.judge import RUBRIC_CRITERIA, JudgementCache, LLMRubricJudge, RubricItem, rubric_scores, run_rubric
 
+    check_output(args.out, "folder")
     rows = [r for r in _read(args.generations) if r.get("error") is None]
     items = [RubricItem(r["id"], r["pid"], r["lang"], r["prompt"], r["response"] or "") for r in rows]
     out = Path(args.out)
