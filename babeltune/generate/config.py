@@ -96,7 +96,7 @@ class GenerateConfig:
 
     def __post_init__(self) -> None:
         if self.per_language is not None and self.per_language < 1:
-            raise ValueError(f"per_language must be at least 1 (leave it out for all prompts), got {self.per_language}")
+            raise ValueError(f"per_language must be at least 1 (omit it for all prompts), got {self.per_language}")
         if not self.out:
             raise ValueError("out is required: the generation file to write (--out FILE.jsonl)")
 
