@@ -61,6 +61,7 @@ BAD_LINES: list[tuple[str, bytes, str, str]] = [
     ("NaN", record(meta={"score": float("nan")}), "non_finite", "NaN is not a finite number"),
     ("Infinity", record(meta={"score": float("inf")}), "non_finite", "Infinity is not a finite number"),
 ]
+NAN_LINE = next(bad for name, bad, _, _ in BAD_LINES if name == "NaN")
 
 
 def data_file(tmp_path: Path, bad: bytes) -> Path:
@@ -289,14 +290,31 @@ def test_a_failed_write_leaves_no_tmp_file_and_the_old_file_intact(tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mix.jsonl"]
 
 
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """One step of training on data with a NaN line, skipped (skip_invalid=true)."""
+    folder = tmp_path_factory.mktemp("trained")
+    data = _write(folder / "mix.jsonl", b"\n".join([GOOD[0], NAN_LINE, *GOOD[1:]]) + b"\n")
+    run_dir = folder / "run"
+    assert main(["train", "--model", str(tiny_model_dir), "--data", data, "--out", str(run_dir), "max_steps=1",
+                 "skip_invalid=true", "progress=false", "tensorboard=false", "precision=fp32",
+                 "peak_tflops=0.1"]) == 0
+    return run_dir
+
+
+def test_training_counts_the_rows_it_skipped(trained_run: Path) -> None:
+    read = json.loads((trained_run / "data_report.json").read_text())["read"]
+    assert (read["rows"], read["kept"], read["rejected"]) == (4, 3, {"non_finite": 1})
+
+
 def test_a_wrong_shaped_tensor_in_a_checkpoint_names_file_and_tensor(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_model_dir: Path) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], trained_run: Path) -> None:
+    import shutil
+
     from safetensors.torch import load_file, save_file
 
     run_dir = tmp_path / "run"
-    argv = ["train", "--model", str(tiny_model_dir), "--data", _mix(tmp_path), "--out", str(run_dir),
-            "max_steps=1", "progress=false", "tensorboard=false", "precision=fp32", "peak_tflops=0.1"]
-    assert run(argv, capsys).code == 0
+    shutil.copytree(trained_run, run_dir)
     weights = run_dir / "checkpoints" / "step-000001" / "trainable.safetensors"
     tensors = load_file(str(weights))
     name = sorted(tensors)[0]
