@@ -92,3 +92,17 @@ def test_measuring_the_matmul_peak_leaves_the_global_generator_alone() -> None:
     before = torch.get_rng_state()
     assert measure_matmul_peak("cpu", torch.float32, size=64, seconds=0.0) > 0
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_resume_drops_a_torn_last_log_line_and_names_a_damaged_one(tmp_path: Path) -> None:
+    from babeltune.data import JSONLError
+    from babeltune.train.metrics import truncate_log
+
+    log = tmp_path / "log.jsonl"
+    lines = [json.dumps({"step": s, "loss": 1.0 / s}) for s in (1, 2, 3)]
+    log.write_text("\n".join(lines) + '\n{"step": 4, "lo', encoding="utf-8")  # killed while writing step 4
+    truncate_log(log, 2)
+    assert log.read_text(encoding="utf-8") == lines[0] + "\n" + lines[1] + "\n"
+    log.write_text(lines[0] + "\n{damaged\n" + lines[2] + "\n", encoding="utf-8")
+    with pytest.raises(JSONLError, match=r"log\.jsonl:2: field '<line>': not valid JSON"):
+        truncate_log(log, 2)
