@@ -62,7 +62,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
     config = demo_config(args.quick, overrides)
-    out = Path(args.out) if args.out else Path("runs") / config.name
+    from babeltune.outputs import check_output
+
+    out = check_output(args.out or Path("runs") / config.name, "folder")
     conditions = expand_conditions(config)
     start = time.perf_counter()
     n_eval = config.data.eval_per_language or "all"

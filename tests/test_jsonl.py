@@ -59,3 +59,12 @@ def test_skip_invalid_counts_each_reason(tmp_path: Path, raw: bytes, kind: str, 
     assert (result.report.rows, result.report.kept) == (3, 2)
     assert dict(result.report.rejected) == {kind: 1}
     assert f"{path}:2:" in result.report.examples[kind][0]
+
+
+def test_judgements_with_a_line_separator_in_a_reply_read_back(tmp_path: Path) -> None:
+    from babeltune.judge.pairs import load_judgements, save_judgements
+    from babeltune.judge.protocol import SxSJudgement
+
+    judgement = SxSJudgement("a-en", "a", "en", "win", (1, 2), (1, 1), ("[[1]]\u2028", "x\u2029[[2]]"))
+    save_judgements(tmp_path / "j.jsonl", [judgement])
+    assert load_judgements(tmp_path / "j.jsonl") == [judgement]

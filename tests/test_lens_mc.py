@@ -38,7 +38,7 @@ def test_read_items(tmp_path: Path) -> None:
     ({"lang": "en", "choices": ["a", "b"], "label": 0}, r"mc.jsonl:2: field 'question'"),
     ({"lang": "en", "question": "q", "choices": ["a"], "label": 0}, r"mc.jsonl:2: field 'choices'"),
     ({"lang": "en", "question": "q", "choices": ["a", "b"], "label": 2}, r"mc.jsonl:2: field 'label'"),
-    ("{not json", r"mc.jsonl:2: not valid JSON"),
+    ("{not json", r"mc.jsonl:2: field '<line>': not valid JSON"),
 ])
 def test_read_errors_name_the_line_and_field(tmp_path: Path, row: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 
@@ -64,7 +63,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     from babeltune.data.mixtures import MixtureSpec, build_mixture
     from babeltune.data.records import write_jsonl
     from babeltune.languages import parse_language_list
+    from babeltune.outputs import check_output
 
+    out = check_output(args.out, "file")
     spec = MixtureSpec(
         recipe=args.recipe, budget=args.budget, languages=parse_language_list(args.languages),
         lang=args.lang, pinch_count=args.pinch_count, pinch_percent=args.pinch_percent, seed=args.seed,
@@ -72,7 +73,6 @@ def cmd_build(args: argparse.Namespace) -> int:
     )
     loaded = _load(args, args.source)
     mixture = build_mixture(loaded.records, spec, source_name=args.source)
-    out = Path(args.out)
     write_jsonl(mixture.records, out)
     summary = {**mixture.summary, "source_read": loaded.report.to_dict()}
     summary_path = out.with_name(out.name.removesuffix(".jsonl") + ".summary.json")

@@ -162,7 +162,10 @@ def _iter_hf(spec: str, split: str, config: str | None, report: LoadReport) -> I
         builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
         if builder is None:
             raise ValueError(f"hf:{spec}: cannot read files of type {path.suffix!r}")
-        ds = datasets.load_dataset(builder, data_files=str(path), split="train")
+        try:
+            ds = datasets.load_dataset(builder, data_files=str(path), split="train")
+        except Exception as exc:  # datasets wraps the parser's error in its own types
+            raise _unreadable_file(spec, path, builder, exc) from exc
         report.fingerprint = hashlib.sha256(path.read_bytes()).hexdigest()
     else:
         try:
@@ -176,6 +179,19 @@ def _iter_hf(spec: str, split: str, config: str | None, report: LoadReport) -> I
     name = f"hf:{spec}[{split}]"
     for i, row in enumerate(ds):
         yield name, i + 1, row
+
+
+def _unreadable_file(spec: str, path: Path, builder: str, exc: Exception) -> ValueError:
+    """The error for a local file `datasets` could not read: FILE:LINE from babeltune's own JSONL reader
+    when the file is line-delimited JSON, else the innermost cause's message."""
+    if builder == "json":
+        for _, item in iter_jsonl_rows(path.read_bytes(), path):
+            if isinstance(item, JSONLError):
+                return ValueError(f"hf:{spec}: {item}")
+    cause: BaseException = exc
+    while cause.__cause__ is not None or cause.__context__ is not None:
+        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+    return ValueError(f"hf:{spec}: {path} cannot be read as {builder}: {type(cause).__name__}: {cause}")
 
 
 def _validate_rows(

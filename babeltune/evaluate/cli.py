@@ -22,17 +22,13 @@ def register(sub: Any) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from babeltune.config import ConfigError, apply_overrides, from_dict, read_yaml
+    from babeltune.cli import command_config
     from babeltune.evaluate.runner import EvalConfig, evaluate
 
-    data = apply_overrides(read_yaml(args.config) if args.config else {}, args.set)
-    for name in ("identifier", "bootstrap", "seed"):
-        if getattr(args, name) is not None:
-            data[name] = getattr(args, name)
-    try:
-        cfg = from_dict(EvalConfig, data, where=args.config or "command line")
-    except ConfigError as exc:
-        raise ValueError(str(exc)) from exc
+    cfg = command_config(EvalConfig, args, {"identifier": "identifier", "bootstrap": "bootstrap", "seed": "seed"})
+    from babeltune.outputs import check_output
+
+    check_output(args.out, "folder")
     result = evaluate(args.generations, args.out, cfg)
     print(result.table())
     print(f"\nwrote {args.out}/metrics.csv, metrics.json, responses.jsonl, table.txt, run.json")

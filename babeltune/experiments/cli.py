@@ -97,7 +97,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         for cond in conditions:
             print(f"{cond.name:<24} {cond.mixture.recipe:<12} budget={cond.mixture.budget} {cond.varied or ''}")
         return 0
-    out = Path(args.out) if args.out else Path("runs") / config.name
+    from babeltune.outputs import check_output
+
+    out = check_output(args.out or Path("runs") / config.name, "folder")
     print(f"experiment {config.name}: {len(conditions)} condition(s) -> {out}" + (" (worker)" if args.worker else ""))
     command = f"babeltune run {args.experiment}" + (f" --out {args.out}" if args.out else "")
     with resumable(command + (" --worker" if args.worker else "")):

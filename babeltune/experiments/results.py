@@ -82,8 +82,19 @@ def read_results(run_dir: str | Path) -> tuple[list[ResultRow], dict[str, Any]]:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `babeltune run EXPERIMENT.yaml --out {run_dir}` (or "
                                 f"`babeltune demo`) first; it writes the results table the report reads")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    rows = [ResultRow.from_dict(r) for r in data.pop("rows", [])]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a results table written by babeltune (not valid JSON: {exc})") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+        raise ValueError(f"{path}: field 'rows': missing; a results table is a JSON object with a 'rows' list "
+                         f"(got {type(data).__name__}); run `babeltune run` again to rewrite it")
+    rows = []
+    for i, raw in enumerate(data.pop("rows")):
+        try:
+            rows.append(ResultRow.from_dict(raw))
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: field 'rows[{i}]': not a result row ({exc})") from exc
     return rows, data
 
 

@@ -8,6 +8,8 @@ import os
 import sys
 from typing import Any
 
+from babeltune.cli import positive_int
+
 # flag -> config key; every flag is also settable as --set key=value or in the --config YAML.
 _GENERATE_FLAGS: dict[str, str] = {
     "model": "model", "data": "data", "out": "out", "backend": "backend",
@@ -61,7 +63,7 @@ def register(sub: Any) -> None:
     ep.add_argument("--max-retries", type=int)
     sel = gen.add_argument_group("prompt selection")
     sel.add_argument("--languages", help="comma-separated language codes (default: all)")
-    sel.add_argument("--per-language", type=int, help="at most N prompts per language")
+    sel.add_argument("--per-language", type=positive_int, help="at most N prompts per language (default: all)")
     sel.add_argument("--source-lang", help="language of rows without a 'lang' column")
     gen.add_argument("--overwrite", action="store_true", default=None, help="start afresh instead of resuming")
     from babeltune.lens.cli import add_steer_options  # light: argparse only
@@ -106,6 +108,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
                              {"backend": "endpoint"} if args.endpoint and args.backend is None else None)
     except ConfigError as exc:
         raise ValueError(str(exc)) from exc
+    from babeltune.outputs import check_output
+
+    check_output(cfg.out, "file")
     records = select_records(cfg)
     backend = make_backend(cfg)
     # Context managers entered here wrap the whole generation (e.g. a steering hook on backend.model).
@@ -135,7 +140,7 @@ def select_records(cfg: Any) -> list[Any]:
     loaded = load_records(cfg.data, lang=cfg.source_lang,
                           languages=parse_language_list(cfg.languages) if cfg.languages else None)
     records = loaded.records
-    if cfg.per_language:
+    if cfg.per_language is not None:
         counts: dict[str, int] = {}
         kept = []
         for rec in records:

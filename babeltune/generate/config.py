@@ -85,8 +85,8 @@ class GenerateConfig:
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     languages: list[str] = field(default_factory=list)
     """Only prompts in these languages (empty = all)."""
-    per_language: int = 0
-    """At most this many prompts per language, the first in file order (0 = all)."""
+    per_language: int | None = None
+    """At most this many prompts per language, the first in file order (None, the default: all)."""
     source_lang: str | None = None
     """Language of data rows that carry none (prompt files without a `lang` column)."""
     overwrite: bool = False
@@ -95,8 +95,8 @@ class GenerateConfig:
     """On resume, generate again the rows that failed before."""
 
     def __post_init__(self) -> None:
-        if self.per_language < 0:
-            raise ValueError(f"per_language must be >= 0, got {self.per_language}")
+        if self.per_language is not None and self.per_language < 1:
+            raise ValueError(f"per_language must be at least 1 (omit it for all prompts), got {self.per_language}")
         if not self.out:
             raise ValueError("out is required: the generation file to write (--out FILE.jsonl)")
 

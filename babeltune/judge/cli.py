@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from babeltune.outputs import check_output
+
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("judge", help="judge generation files side by side (study A) or by rubric (study B)")
@@ -100,6 +102,7 @@ def cmd_sxs(args: argparse.Namespace) -> int:
     from babeltune.judge import LLMPairwiseJudge, PairwiseJudge, ReferenceJudge, sxs_scores
     from babeltune.judge.pairs import plan_pairs, run_judge, save_judgements
 
+    check_output(args.out, "folder")
     candidate, baseline = _read(args.candidate), _read(args.baseline)
     langs = sorted({r["lang"] for r in candidate} | {r["lang"] for r in baseline})
     plan = plan_pairs(candidate, dict.fromkeys(langs, ("baseline", baseline)), langs)
@@ -139,6 +142,7 @@ def cmd_sxs(args: argparse.Namespace) -> int:
 def cmd_rubric(args: argparse.Namespace) -> int:
     from babeltune.judge import RUBRIC_CRITERIA, JudgementCache, LLMRubricJudge, RubricItem, rubric_scores, run_rubric
 
+    check_output(args.out, "folder")
     read = _read(args.generations)
     rows = [r for r in read if r.get("error") is None]
     if len(rows) < len(read):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from babeltune.data.jsonl import iter_jsonl
 from babeltune.judge.base import PairwiseJudge
 from babeltune.judge.cache import JudgementCache
 from babeltune.judge.protocol import ProgressFn, SxSItem, SxSJudgement, side_by_side
@@ -111,4 +112,6 @@ def save_judgements(path: Path, judgements: Sequence[SxSJudgement]) -> None:
 
 
 def load_judgements(path: Path) -> list[SxSJudgement]:
-    return [SxSJudgement.from_dict(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    """The judgements `save_judgements` wrote (read line by line on '\n' only: a judge's raw reply may hold
+    U+2028, which `str.splitlines` would break a line at)."""
+    return [SxSJudgement.from_dict(row) for _, row in iter_jsonl(path)]

@@ -15,7 +15,6 @@ user turn in the chat template. Accuracy is reported per language with a 95% Wil
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from typing import Any, Literal
 
 import torch
 
+from babeltune.data.jsonl import iter_jsonl
 from babeltune.data.records import Message
 from babeltune.languages import normalize_code
 from babeltune.lens.states import pad_batch
@@ -48,9 +48,8 @@ def read_mc_items(path: str | Path, languages: Sequence[str] | None = None) -> l
     if not path.exists():
         raise FileNotFoundError(f"multiple-choice file not found: {path}")
     items: list[MCItem] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            items.append(_parse_item(line, f"{path}:{lineno}"))
+    for lineno, raw in iter_jsonl(path):
+        items.append(_parse_item(raw, f"{path}:{lineno}"))
     if languages:
         items = [i for i in items if i.lang in languages]
     if not items:
@@ -58,11 +57,7 @@ def read_mc_items(path: str | Path, languages: Sequence[str] | None = None) -> l
     return items
 
 
-def _parse_item(line: str, where: str) -> MCItem:
-    try:
-        raw = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{where}: not valid JSON ({exc.msg})") from exc
+def _parse_item(raw: Any, where: str) -> MCItem:
     if not isinstance(raw, dict):
         raise ValueError(f"{where}: a row must be a JSON object")
     lang = normalize_code(str(raw.get("lang", "")))
