@@ -13,7 +13,8 @@ def register(sub: Any) -> None:
     data_sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
 
     build = data_sub.add_parser("build", help="build a language mixture (study A) from a parallel source")
-    build.add_argument("--source", required=True, help="bundled:train, a .jsonl file/folder, or hf:NAME_OR_PATH")
+    build.add_argument("--source", required=True, help="bundled:train, a .jsonl file/folder, hf:NAME_OR_PATH, or a "
+                       "parallel source (parts.yaml, hf:NAME --hf-config ar,zh,...)")
     build.add_argument("--recipe", required=True, choices=["monolingual", "pinch", "uniform", "languages"])
     build.add_argument("--languages", default="", help="comma-separated language pool, e.g. en,es,fi "
                        "(default: every language of the source)")
@@ -35,8 +36,11 @@ def register(sub: Any) -> None:
     _add_read_options(validate)
     validate.set_defaults(func=cmd_validate)
 
-    stats = data_sub.add_parser("stats", help="records per language and split, prompt/response lengths")
+    stats = data_sub.add_parser("stats", help="records per language and split, prompt/response lengths, prompts "
+                                "complete in all languages")
     stats.add_argument("source")
+    stats.add_argument("--languages", default=None, help="comma-separated languages a prompt must be complete in "
+                       "(default: every language of the source)")
     _add_read_options(stats)
     stats.set_defaults(func=cmd_stats)
 
@@ -47,7 +51,8 @@ def _add_read_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source-lang", dest="source_lang", default=None,
                         help="language of rows that carry no 'lang' column")
     parser.add_argument("--hf-split", default="train", help="split of a hf: source")
-    parser.add_argument("--hf-config", default=None, help="config (subset) of a hf: source")
+    parser.add_argument("--hf-config", default=None, help="config (subset) of a hf: source; several, one per "
+                        "language (ar,zh,en or ar=CONFIG,...), read as a parallel source aligned by pid")
 
 
 def _load(args: argparse.Namespace, source: str) -> Any:
@@ -101,6 +106,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     splits = Counter(str(r.meta.get("split", "-")) for r in records)
     print(loaded.report.summary())
     print(f"{len(records)} records, {len({r.pid for r in records})} prompts (pids)")
+    print(_completeness_line(records, args.languages))
     print("splits: " + ", ".join(f"{k}={v}" for k, v in sorted(splits.items())))
     print(f"{'lang':<6}{'records':>8}{'prompt chars':>14}{'response chars':>16}")
     for lang, n in sorted(per_lang.items()):
@@ -110,3 +116,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
         avg_resp = f"{sum(resp) / len(resp):.0f}" if resp else "-"
         print(f"{lang:<6}{n:>8}{p:>14.0f}{avg_resp:>16}")
     return 0
+
+
+def _completeness_line(records: list[Any], languages: str | None) -> str:
+    """How many prompts exist in every requested language (default: every language of `records`)."""
+    from babeltune.data.parallel import complete_prompts
+    from babeltune.languages import parse_language_list
+
+    wanted = parse_language_list(languages) if languages else sorted({r.lang for r in records})
+    complete, total = complete_prompts(records, wanted)
+    return f"prompts complete in all {len(wanted)} languages ({', '.join(wanted)}): {complete} of {total}"
