@@ -36,6 +36,8 @@ def register(sub: Any) -> None:
     _add_read_options(validate)
     validate.set_defaults(func=cmd_validate)
 
+    _register_translate(data_sub)
+
     stats = data_sub.add_parser("stats", help="records per language and split, prompt/response lengths, prompts "
                                 "complete in all languages")
     stats.add_argument("source")
@@ -126,3 +128,72 @@ def _completeness_line(records: list[Any], languages: str | None) -> str:
     wanted = parse_language_list(languages) if languages else sorted({r.lang for r in records})
     complete, total = complete_prompts(records, wanted)
     return f"prompts complete in all {len(wanted)} languages ({', '.join(wanted)}): {complete} of {total}"
+
+
+# flag -> TranslateConfig key; every field is also settable as --set key=value or in the --config YAML.
+_TRANSLATE_FLAGS: dict[str, str] = {
+    "source": "source", "out": "out", "languages": "languages", "source_lang": "source_lang", "backend": "backend",
+    "model": "model", "endpoint": "endpoint.url", "endpoint_model": "endpoint.model",
+    "api_key_env": "endpoint.api_key_env", "concurrency": "endpoint.concurrency", "timeout": "endpoint.timeout",
+    "max_retries": "endpoint.max_retries", "max_new_tokens": "decoding.max_new_tokens", "retries": "retries",
+    "limit": "limit", "overwrite": "overwrite",
+}
+
+
+def _register_translate(data_sub: Any) -> None:
+    from babeltune.cli import positive_int
+
+    tr = data_sub.add_parser(
+        "translate", help="translate a source into target languages (gated) into a parallel set",
+        description="Translate every turn of every record into each target language through a generation backend; "
+        "gate each translation (language, length, markers, empty); write the prompts complete in every language. "
+        "Rerunning resumes (OUT.translations.jsonl is the cache).")
+    tr.add_argument("--config", help="YAML file of TranslateConfig fields")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override any config field, e.g. gates.max_ratio=2.5 (repeatable)")
+    tr.add_argument("--source", help="records to translate: a .jsonl file/folder (babeltune, Alpaca or chat rows), "
+                    "hf:NAME_OR_PATH, bundled:...")
+    tr.add_argument("--out", help="the parallel set FILE.jsonl (FILE.translations.jsonl, FILE.summary.json, "
+                    "FILE.rejects.jsonl beside it)")
+    tr.add_argument("--languages", help="target languages, comma-separated, e.g. ar,zh,cs,et,fi,he,hi,it,ru,es,sw")
+    tr.add_argument("--source-lang", help="language of source rows without a 'lang' column")
+    tr.add_argument("--backend", choices=["local", "vllm", "endpoint"],
+                    help="default endpoint; local / vllm load --model in this process")
+    tr.add_argument("--model", help="local / vllm backend: the translating model")
+    tr.add_argument("--endpoint", help="base URL up to /v1 of an OpenAI-compatible server")
+    tr.add_argument("--endpoint-model", help="model name to request (default: the first the endpoint lists)")
+    tr.add_argument("--api-key-env", help="environment variable holding the API key")
+    tr.add_argument("--concurrency", type=int, help="requests in flight at once")
+    tr.add_argument("--timeout", type=float, help="seconds per request attempt")
+    tr.add_argument("--max-retries", type=int, help="endpoint retries per request (429, 5xx, broken replies)")
+    tr.add_argument("--max-new-tokens", type=int, help="longest translation of one turn, in tokens (default 1024)")
+    tr.add_argument("--retries", type=int, help="times a rejected translation is asked again (default 1)")
+    tr.add_argument("--limit", type=positive_int, help="translate only the first N source records")
+    tr.add_argument("--overwrite", action="store_true", default=None, help="start the cache afresh")
+    tr.set_defaults(func=cmd_translate)
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from babeltune.cli import command_config
+    from babeltune.config import ConfigError
+    from babeltune.data.readers import load_records
+    from babeltune.data.translate import TranslateConfig, make_translation_backend, translate_records
+    from babeltune.outputs import check_output
+
+    try:
+        cfg = command_config(TranslateConfig, args, _TRANSLATE_FLAGS)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from exc
+    check_output(cfg.out, "file")
+    loaded = load_records(cfg.source, lang=cfg.source_lang)
+    records = loaded.records[: cfg.limit] if cfg.limit else loaded.records
+    if not records:
+        raise ValueError(f"{cfg.source}: no records to translate ({loaded.report.summary()})")
+    print(f"{loaded.report.summary()}; translating {len(records)} into {', '.join(cfg.languages)}")
+    summary = translate_records(records, make_translation_backend(cfg), cfg)
+    print("\n".join(summary.lines()))
+    failed = sum(reasons.get("request_failed", 0) for reasons in summary.rejected.values())
+    if failed:  # rejections by the gates are results; requests that never got an answer are not
+        print(f"{failed} item(s) left out because their requests failed (see {cfg.out.removesuffix('.jsonl')}"
+              ".rejects.jsonl); run the same command again to retry them")
+    return 1 if failed else 0
