@@ -219,12 +219,22 @@ def test_experiment_accepts_parallel_source_as_data_train(tmp_path: Path) -> Non
     from babeltune.experiments.config import load_experiment
 
     path = three_files(tmp_path)
-    exp = tmp_path / "exp.yaml"
-    exp.write_text(
-        (Path(__file__).parents[1] / "babeltune/configs/experiments/study-a-pinch.yaml").read_text(encoding="utf-8")
-        .replace("train: bundled:train", f"train: {path}"), encoding="utf-8")
-    cfg = load_experiment(exp)
+    study = Path(__file__).parents[1] / "babeltune/configs/experiments/study-a-pinch.yaml"
+    cfg = load_experiment(study, [f"data.train={path}", "budget=2"])
     assert cfg.data.train == str(path)
     records = load_records(cfg.data.train).records
-    mixture = build_mixture(records, MixtureSpec(recipe="pinch", budget=2, pinch_count=1, languages=["en", "es", "fi"]))
-    assert len(mixture.records) == 2
+    pinch = next(c for c in cfg.conditions if c.name == "pinch-40").mixture  # the experiment's recipe
+    spec = MixtureSpec(**{**pinch, "pinch_count": 1}, budget=cfg.budget, languages=["en", "es", "fi"])
+    assert len(build_mixture(records, spec).records) == 2
+
+
+def test_hash_of_the_prompt_aligns_parts_sharing_it(tmp_path: Path) -> None:
+    # e.g. English prompts answered in two languages: same prompt text, different responses
+    for lang in ("en", "es"):
+        write_rows(tmp_path / f"{lang}.jsonl", [{"instruction": f"  Prompt   {i}", "output": f"{lang} {i}"}
+                                                 for i in (1, 2)])
+    path = tmp_path / "p.yaml"
+    path.write_text("key: hash:prompt\nparts: {en: en.jsonl, es: es.jsonl}\n", encoding="utf-8")
+    result = load_records(path)
+    assert result.report.complete_prompts == 2  # type: ignore[attr-defined]
+    assert len({r.pid for r in result.records}) == 2 and all(len(r.pid) == 16 for r in result.records)

@@ -315,6 +315,9 @@ def test_cli_errors_name_the_field(tmp_path: Path) -> None:
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "xx" in bad.stderr
     missing = run_cli("data", "translate", "--source", str(src), "--out", str(tmp_path / "o.jsonl"))
     assert missing.returncode != 0 and "languages" in missing.stderr and "Traceback" not in missing.stderr
+    gates = run_cli("data", "translate", "--source", str(src), "--out", str(tmp_path / "o.jsonl"), "--languages",
+                    "es", "--set", "gates.min_ratio=2")
+    assert gates.returncode != 0 and "min_ratio" in gates.stderr and "Traceback" not in gates.stderr
 
 
 def tiny_records() -> list[ChatRecord]:
