@@ -365,3 +365,20 @@ def test_translation_through_serve_on_the_tiny_model(tmp_path: Path, tiny_tok: A
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_cli_local_backend_on_a_tiny_model_folder(tmp_path: Path) -> None:
+    from tests.train_helpers import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "tiny")
+    src = write_rows(tmp_path / "en.jsonl", source_rows()[1:3])
+    out = tmp_path / "set.jsonl"
+    ran = run_cli("data", "translate", "--source", str(src), "--source-lang", "en", "--languages", "es",
+                  "--out", str(out), "--backend", "local", "--model", str(model), "--max-new-tokens", "4")
+    assert ran.returncode == 0, ran.stderr
+    summary = json.loads(out.with_name("set.summary.json").read_text("utf-8"))
+    assert summary["backend"]["backend"] == "local" and summary["items"] == 4 and summary["copied"] == 2
+    # 4 new tokens never hold a whole translation: both prompts are cut short, twice, and left out
+    assert summary["first_attempt_rejected"] == {"truncated": 2} and summary["rejected"] == {"es": {"truncated": 2}}
+    assert summary["complete_prompts"] == 0 and out.read_text("utf-8") == ""
+    assert "rejected in es: truncated=2" in ran.stdout
