@@ -315,6 +315,9 @@ def test_cli_errors_name_the_field(tmp_path: Path) -> None:
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "xx" in bad.stderr
     missing = run_cli("data", "translate", "--source", str(src), "--out", str(tmp_path / "o.jsonl"))
     assert missing.returncode != 0 and "languages" in missing.stderr and "Traceback" not in missing.stderr
+    several = run_cli("data", "translate", "--source", "bundled:train", "--out", str(tmp_path / "o.jsonl"),
+                      "--languages", "es")
+    assert several.returncode != 0 and "give --source-lang L" in several.stderr
     gates = run_cli("data", "translate", "--source", str(src), "--out", str(tmp_path / "o.jsonl"), "--languages",
                     "es", "--set", "gates.min_ratio=2")
     assert gates.returncode != 0 and "min_ratio" in gates.stderr and "Traceback" not in gates.stderr
@@ -334,6 +337,15 @@ def check_accounting(summary: Any, out: Path) -> None:
     assert passed_first + summary.passed_on_retry + total_rejected == sent
     complete = {r.pid for r in load_records(out).records}
     assert len(complete) == summary.complete_prompts == 2 - summary.incomplete_prompts
+
+
+def test_source_language_selects_a_parallel_sources_records() -> None:
+    from babeltune.data.translate import select_source
+
+    records = load_records("bundled:train").records
+    english = select_source(records, "bundled:train", "en")
+    assert english and {r.lang for r in english} == {"en"} and len(english) == len({r.pid for r in records})
+    assert select_source(english, "x", None) == english
 
 
 def test_translation_through_serve_on_the_tiny_model(tmp_path: Path, tiny_tok: Any, tiny_lm: Any,
@@ -382,3 +394,20 @@ def test_cli_local_backend_on_a_tiny_model_folder(tmp_path: Path) -> None:
     assert summary["first_attempt_rejected"] == {"truncated": 2} and summary["rejected"] == {"es": {"truncated": 2}}
     assert summary["complete_prompts"] == 0 and out.read_text("utf-8") == ""
     assert "rejected in es: truncated=2" in ran.stdout
+
+
+def test_an_edited_source_turn_is_translated_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [{"id": "p9", "instruction": TEXTS["p2/0"]["en"], "output": CODE_ONLY}]
+    src = write_rows(tmp_path / "en.jsonl", rows)
+    out = tmp_path / "set.jsonl"
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with fake_translator() as url:
+        cfg = TranslateConfig(source=str(src), out=str(out), languages=["fi"], source_lang="en",
+                              endpoint=EndpointConfig(url=url, max_retries=0))
+        translate_records(load_records(src, lang="en").records, EndpointBackend(cfg.endpoint), cfg)
+        assert load_records(out).records[1].prompt == TEXTS["p2/0"]["fi"]
+        write_rows(src, [{**rows[0], "instruction": TEXTS["p4/0"]["en"]}])  # same id, new text
+        translate_records(load_records(src, lang="en").records, EndpointBackend(cfg.endpoint), cfg)
+    assert load_records(out).records[1].prompt == TEXTS["p4/0"]["fi"]
+    cache = out.with_name("set.translations.jsonl").read_text("utf-8").splitlines()
+    assert [json.loads(line)["id"] for line in cache] == ["p9-en|turn0|fi|attempt0"] * 2

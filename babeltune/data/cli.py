@@ -156,7 +156,8 @@ def _register_translate(data_sub: Any) -> None:
     tr.add_argument("--out", help="the parallel set FILE.jsonl (FILE.translations.jsonl, FILE.summary.json, "
                     "FILE.rejects.jsonl beside it)")
     tr.add_argument("--languages", help="target languages, comma-separated, e.g. ar,zh,cs,et,fi,he,hi,it,ru,es,sw")
-    tr.add_argument("--source-lang", help="language of source rows without a 'lang' column")
+    tr.add_argument("--source-lang", help="language of source rows without a 'lang' column; in a source of several "
+                    "languages, the language whose records are translated")
     tr.add_argument("--backend", choices=["local", "vllm", "endpoint"],
                     help="default endpoint; local / vllm load --model in this process")
     tr.add_argument("--model", help="local / vllm backend: the translating model")
@@ -177,7 +178,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from babeltune.cli import command_config
     from babeltune.config import ConfigError
     from babeltune.data.readers import load_records
-    from babeltune.data.translate import TranslateConfig, make_translation_backend, translate_records
+    from babeltune.data.translate import TranslateConfig, make_translation_backend, select_source, translate_records
     from babeltune.outputs import check_output
 
     try:
@@ -186,10 +187,11 @@ def cmd_translate(args: argparse.Namespace) -> int:
         raise ValueError(str(exc)) from exc
     check_output(cfg.out, "file")
     loaded = load_records(cfg.source, lang=cfg.source_lang)
-    records = loaded.records[: cfg.limit] if cfg.limit else loaded.records
-    if not records:
+    if not loaded.records:
         raise ValueError(f"{cfg.source}: no records to translate ({loaded.report.summary()})")
-    print(f"{loaded.report.summary()}; translating {len(records)} into {', '.join(cfg.languages)}")
+    records = select_source(loaded.records, cfg.source, cfg.source_lang)
+    records = records[: cfg.limit] if cfg.limit else records
+    print(f"{loaded.report.summary()}; translating {len(records)} ({records[0].lang}) into {', '.join(cfg.languages)}")
     summary = translate_records(records, make_translation_backend(cfg), cfg)
     print("\n".join(summary.lines()))
     failed = sum(reasons.get("request_failed", 0) for reasons in summary.rejected.values())

@@ -312,7 +312,7 @@ def sidecar(out: Path, suffix: str) -> Path:
 
 def translate_records(records: Sequence[ChatRecord], backend: Any, cfg: TranslateConfig) -> TranslateSummary:
     """Translate `records` into `cfg.languages` through `backend`; write the parallel set and its sidecars."""
-    from babeltune.generate.runner import read_generations, run_generation
+    from babeltune.generate.runner import generation_key, run_generation
 
     out = Path(cfg.out)
     _check_unique_pids(records, cfg.source)
@@ -334,11 +334,12 @@ def translate_records(records: Sequence[ChatRecord], backend: Any, cfg: Translat
         gen = run_generation(sent, backend, cfg.decoding, cache, overwrite=cfg.overwrite and attempt == 0,
                              retry_failed=attempt == 0)
         summary.generation.append(gen.to_dict())
-        rows = {row["id"]: row for row in read_generations(cache)}
+        rows = _cache_rows(cache)
         still: list[_Item] = []
         for item, request in zip(pending, requests, strict=True):
-            text, reason, detail = gate(rows[request.id], item.masked, item.spans, item.record.lang, item.lang,
-                                        cfg.gates)
+            row = rows[(request.id, generation_key(summary.backend, [m.to_dict() for m in request.messages],
+                                                   cfg.decoding))]
+            text, reason, detail = gate(row, item.masked, item.spans, item.record.lang, item.lang, cfg.gates)
             if text is not None:
                 passed[item.key] = text
                 failed.pop(item.key, None)
@@ -346,7 +347,7 @@ def translate_records(records: Sequence[ChatRecord], backend: Any, cfg: Translat
                 continue
             if attempt == 0:
                 summary.first_attempt_rejected[reason] = summary.first_attempt_rejected.get(reason, 0) + 1
-            failed[item.key] = (item, reason, detail, rows[request.id].get("response"))
+            failed[item.key] = (item, reason, detail, row.get("response"))
             still.append(item)
         pending = still
         if not pending or attempt == cfg.retries:
@@ -364,12 +365,42 @@ def translate_records(records: Sequence[ChatRecord], backend: Any, cfg: Translat
     return summary
 
 
+def _cache_rows(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """The cache's rows by (request id, key): a source turn edited since an earlier run has a new key, so
+    its id can have rows for both texts."""
+    from babeltune.data.jsonl import JSONLError, iter_jsonl_rows
+
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for lineno, row in iter_jsonl_rows(path.read_bytes(), path):
+        if isinstance(row, JSONLError) or not isinstance(row, dict) or "key" not in row:
+            raise ValueError(f"{path}:{lineno}: not a generation row; the cache was changed by something other "
+                             "than babeltune: fix or remove it")
+        rows[(str(row.get("id")), str(row["key"]))] = row
+    return rows
+
+
+def select_source(records: Sequence[ChatRecord], source: str, source_lang: str | None) -> list[ChatRecord]:
+    """The records to translate: all of them, or those in `source_lang` when the source holds several
+    languages (a parallel set: translate one language's records)."""
+    langs = sorted({rec.lang for rec in records})
+    if len(langs) <= 1:
+        return list(records)
+    if source_lang is None:
+        raise ValueError(f"{source}: holds records in {len(langs)} languages ({', '.join(langs)}); give "
+                         "--source-lang L to translate the records in L")
+    code = get_language(source_lang).code
+    kept = [rec for rec in records if rec.lang == code]
+    if not kept:
+        raise ValueError(f"{source}: no records in --source-lang {code} (it has {', '.join(langs)})")
+    return kept
+
+
 def _check_unique_pids(records: Sequence[ChatRecord], source: str) -> None:
     seen: dict[str, str] = {}
     for rec in records:
         if rec.pid in seen:
-            raise ValueError(f"{source}: records {seen[rec.pid]!r} and {rec.id!r} share pid {rec.pid!r}; translate "
-                             "one language's records (select them with --source-lang / a single-language file)")
+            raise ValueError(f"{source}: records {seen[rec.pid]!r} and {rec.id!r} share pid {rec.pid!r}; a prompt is "
+                             "translated from one record")
         seen[rec.pid] = rec.id
 
 
