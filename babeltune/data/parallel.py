@@ -137,7 +137,7 @@ def parallel_spec_for(source: str, *, hf_config: str | None = None, hf_split: st
     """The parallel source `source` (with `hf_config`) describes, or None for an ordinary source."""
     if source.startswith("hf:") and hf_config and ("," in hf_config or "=" in hf_config):
         return ParallelSpec(tuple(_hf_parts(source, hf_config, hf_split)), origin=f"{source} --hf-config {hf_config}")
-    if re.match(r"[a-z][a-z0-9]+:", source) and not re.match(r"[A-Za-z]:[\\/]", source):
+    if re.match(r"[a-z][a-z0-9]+:", source):  # two letters at least: not a Windows drive
         return None  # another scheme (bundled:, hf: with one config, or one a reader hook adds)
     path = Path(source)
     if path.suffix in (".yaml", ".yml"):
