@@ -7,7 +7,10 @@ Sources (the same string works wherever a command takes `--data`/`--source`):
   or Alpaca / Okapi / Bactrian-X rows (`instruction`, optional `input`, `output`): the format is
   detected per row;
 - `hf:NAME_OR_PATH`: a Hugging Face dataset by hub name, a folder written by `save_to_disk`, or a
-  local json/jsonl/parquet/csv file, read through `datasets` (split and config by option).
+  local json/jsonl/parquet/csv file, read through `datasets` (split and config by option);
+- a parallel source of per-language parts aligned by a key (`babeltune.data.parallel`): a YAML file
+  listing the parts, `hf:NAME` with several configs (`ar,zh` or `ar=CONFIG,...`), or a folder of
+  files named by language (`en.jsonl`, `es.jsonl`).
 
 Rows that are not babeltune records need a language: a `lang`/`language` column, or `lang=` given by
 the caller. Every rejected row is an error naming file, line and field, or, with
@@ -98,6 +101,11 @@ def load_records(
     languages (the others are counted as `filtered_language`, not rejected).
     """
     text = str(source)
+    from babeltune.data.parallel import load_parallel, parallel_spec_for  # parallel.py imports this module
+
+    parallel = parallel_spec_for(text, hf_config=hf_config, hf_split=hf_split)
+    if parallel is not None:  # per-language parts aligned by a key (a YAML file, hf: configs, a folder)
+        return load_parallel(parallel, on_invalid=on_invalid, languages=languages)
     report = LoadReport(source=text)
     if text.startswith("bundled:"):
         rows = _iter_jsonl_files([bundled_path(text.split(":", 1)[1])], report)

@@ -166,6 +166,10 @@ def make_backend(cfg: Any) -> Any:
         from babeltune.generate.endpoint import EndpointBackend
 
         return EndpointBackend(cfg.endpoint)
+    if cfg.backend == "vllm":
+        from babeltune.generate.vllm import VLLMBackend
+
+        return VLLMBackend.from_pretrained(cfg.model, cfg.vllm)
     from babeltune.generate.local import LocalBackend
 
     return LocalBackend.from_pretrained(cfg.model, dtype=cfg.local.dtype, device=cfg.local.device,
