@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +20,6 @@ from babeltune.judge import (
     RubricItem,
     SxSItem,
     SxSJudgement,
-    bootstrap_mean,
     chrf,
     combine_orders,
     judge_agreement,
@@ -281,7 +279,7 @@ def test_rubric_judge_strict_with_retry_and_invalid_counted() -> None:
     assert [j.attempts for j in judgements] == [1, 2, 2]
     assert judgements[2].scores is None
     scores = rubric_scores(judgements)["es"]
-    assert scores.invalid == 1 and scores.criteria["accuracy"].n == 2 and scores.criteria["accuracy"].mean == 1.0
+    assert scores.invalid == 1 and scores.criteria["accuracy"].n == 2 and scores.criteria["accuracy"].value == 1.0
     assert len(cache) == 3
 
 
@@ -374,11 +372,3 @@ def test_judge_agreement() -> None:
     invalid = [SxSJudgement(j.id, j.pid, j.lang, "invalid", (None, None), (2, 2), ("", "")) for j in oracle[:2]]
     partial = judge_agreement(invalid + oracle[2:], oracle)
     assert partial.n == 4 and partial.excluded == 2
-
-
-def test_bootstrap_mean() -> None:
-    ci = bootstrap_mean([0, 1] * 20, seed=3)
-    assert ci.mean == 0.5 and ci.low < 0.5 < ci.high and ci.n == 40
-    assert bootstrap_mean([0, 1] * 20, seed=3) == ci
-    empty = bootstrap_mean([])
-    assert empty.n == 0 and math.isnan(empty.mean)

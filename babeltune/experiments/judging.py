@@ -75,6 +75,6 @@ def rubric_rows(conditions: Sequence[ConditionPaths], judge: RubricJudge, config
             "".join(json.dumps(j.to_dict(), ensure_ascii=False) + "\n" for j in judgements), encoding="utf-8")
         for lang, score in rubric_scores(judgements, seed=config.seed).items():
             for criterion, ci in score.criteria.items():
-                rows.append(ResultRow(paths.name, lang, f"rubric:{criterion}", ci.mean, ci.low, ci.high, ci.n,
+                rows.append(ResultRow(paths.name, lang, f"rubric:{criterion}", ci.value, ci.low, ci.high, ci.n,
                                       score.invalid + (failed if lang == "all" else 0), judge.name))
     return rows

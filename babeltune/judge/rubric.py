@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from babeltune import stats
 from babeltune.judge.base import RUBRIC_CRITERIA, RubricJudge, RubricQuery
 from babeltune.judge.cache import JudgementCache, judgement_key
-from babeltune.judge.stats import MeanCI, bootstrap_mean
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def run_rubric(
 @dataclass(frozen=True)
 class RubricScore:
     lang: str
-    criteria: dict[str, MeanCI]
+    criteria: dict[str, stats.Estimate]
     invalid: int
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,7 +94,8 @@ class RubricScore:
 
 def rubric_scores(judgements: Sequence[RubricJudgement], *, n_boot: int = 1000, seed: int = 0,
                   overall: bool = True) -> dict[str, RubricScore]:
-    """Mean 1-3 score per criterion and language (and "all"), with bootstrap CIs; invalid ones excluded."""
+    """Mean 1-3 score per criterion and language (and "all"), with bootstrap CIs over prompts (pooled:
+    whole prompts resampled); invalid ones excluded."""
     groups: dict[str, list[RubricJudgement]] = {}
     for j in judgements:
         groups.setdefault(j.lang, []).append(j)
@@ -103,6 +104,8 @@ def rubric_scores(judgements: Sequence[RubricJudgement], *, n_boot: int = 1000, 
     result = {}
     for lang, group in groups.items():
         valid = [j.scores for j in group if j.scores is not None]
-        criteria = {c: bootstrap_mean([s[c] for s in valid], n_boot=n_boot, seed=seed) for c in RUBRIC_CRITERIA}
+        pids = [j.pid for j in group if j.scores is not None]
+        criteria = {c: stats.bootstrap_mean([s[c] for s in valid], pids, n_boot=n_boot,
+                                            seed=stats.derive_seed(seed, "rubric", lang, c)) for c in RUBRIC_CRITERIA}
         result[lang] = RubricScore(lang, criteria, len(group) - len(valid))
     return result

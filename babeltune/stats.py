@@ -1,0 +1,182 @@
+"""The one statistics module: every interval babeltune reports (evaluation, judging, Lens multiple
+choice, experiment results, the report) comes from here. numpy only, so every stage can import it.
+
+- **Rates** (shares of yes/no items: correct language, modifier pass, line pass, accuracy): Wilson
+  score intervals (`wilson`, `rate`). Unlike a percentile bootstrap they never collapse to a
+  zero-width interval on a handful of items: 4 of 4 correct gives [51.0%, 100%], not [100%, 100%].
+- **Means** (side-by-side scores, lengths, rubric scores, code-switching shares): percentile bootstrap
+  over prompts (`bootstrap_mean`). With `clusters` (the prompt id `pid`: a parallel prompt in 12
+  languages is one cluster), whole clusters are resampled, so an overall figure pooled over languages
+  is not credited with 12 independent items per prompt.
+- **Differences between conditions** (`paired_difference`): the mean of condition A minus condition B
+  over the items both have, its interval from the same cluster bootstrap applied to the per-item
+  differences (paired: prompt difficulty cancels).
+
+Resampling is seeded and reproducible: `derive_seed(base, *names)` gives each statistic its own
+generator, so adding a metric never moves another's interval. 1,000 resamples by default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+
+N_BOOT = 1000
+"""Bootstrap resamples per interval, unless told otherwise."""
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A value with its confidence interval and the number of items behind it.
+
+    NaN bounds mean "no interval" (no items, or resampling switched off); n = 0 means no items."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def excludes(self, point: float = 0.0) -> bool:
+        """Whether the interval lies wholly on one side of `point` (a difference whose CI excludes 0)."""
+        return not (math.isnan(self.low) or math.isnan(self.high)) and (self.low > point or self.high < point)
+
+
+NAN = float("nan")
+EMPTY = Estimate(NAN, NAN, NAN, 0)
+
+
+def derive_seed(base: int, *names: Any) -> int:
+    """A seed of its own for one statistic: a hash of the run's seed and the statistic's names."""
+    digest = hashlib.sha256(":".join([str(base), *map(str, names)]).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def _z(confidence: float) -> float:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    return NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+
+
+def wilson(successes: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Wilson score interval of a proportion successes / n; (nan, nan) when n = 0."""
+    if n <= 0:
+        return NAN, NAN
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be within 0..n, got {successes} of {n}")
+    z = _z(confidence)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rate(outcomes: Sequence[bool] | Sequence[float] | np.ndarray, confidence: float = CONFIDENCE) -> Estimate:
+    """The share of true (1.0) outcomes with its Wilson interval."""
+    data = np.asarray(outcomes, dtype=np.float64)
+    if data.size == 0:
+        return EMPTY
+    if not np.all((data == 0) | (data == 1)):
+        raise ValueError("rate() takes yes/no outcomes (0 or 1); use bootstrap_mean for other values")
+    hits = float(data.sum())
+    low, high = wilson(hits, int(data.size), confidence)
+    return Estimate(hits / data.size, low, high, int(data.size))
+
+
+def _cluster_index(n: int, clusters: Sequence[Hashable] | None) -> tuple[np.ndarray, int]:
+    """Each item's cluster number (0..k-1) and k; without clusters every item is its own cluster."""
+    if clusters is None:
+        return np.arange(n), n
+    if len(clusters) != n:
+        raise ValueError(f"{len(clusters)} cluster labels for {n} values")
+    numbers: dict[Hashable, int] = {}
+    index = np.fromiter((numbers.setdefault(c, len(numbers)) for c in clusters), dtype=np.int64, count=n)
+    return index, len(numbers)
+
+
+def resample_weights(n: int, clusters: Sequence[Hashable] | None = None, *, n_boot: int = N_BOOT, seed: int = 0
+                     ) -> np.ndarray:
+    """(n_boot, n) weights: how often each item is drawn in each resample. Whole clusters are drawn with
+    replacement (as many as there are clusters), so an item's weight is its cluster's draw count."""
+    index, k = _cluster_index(n, clusters)
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(k, np.full(k, 1.0 / k), size=n_boot)  # (n_boot, k)
+    return counts[:, index].astype(np.float64)  # (n_boot, n)
+
+
+def percentile_interval(samples: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Percentile interval of bootstrap replicates (NaN replicates, e.g. empty resamples, ignored)."""
+    finite = samples[np.isfinite(samples)]
+    if finite.size == 0:
+        return NAN, NAN
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def bootstrap(
+    columns: Mapping[str, Sequence[float] | np.ndarray], statistic: Callable[[Mapping[str, np.ndarray], np.ndarray],
+                                                                              np.ndarray | float],
+    clusters: Sequence[Hashable] | None = None, *, n_boot: int = N_BOOT, confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> Estimate:
+    """Any statistic of per-item columns, with a (cluster) bootstrap percentile interval.
+
+    `statistic(columns, weights)` gets the columns as arrays and weights of shape (n,) for the point
+    estimate (all ones) or (n_boot, n) for the replicates, and returns a value per row of weights."""
+    data = {name: np.asarray(values, dtype=np.float64) for name, values in columns.items()}
+    n = len(next(iter(data.values()))) if data else 0
+    if n == 0:
+        return EMPTY
+    value = float(np.asarray(statistic(data, np.ones(n))))
+    if n_boot <= 0 or n == 1:
+        return Estimate(value, NAN, NAN, n) if n_boot <= 0 else Estimate(value, value, value, n)
+    replicates = np.asarray(statistic(data, resample_weights(n, clusters, n_boot=n_boot, seed=seed)))
+    low, high = percentile_interval(replicates, confidence)
+    return Estimate(value, low, high, n)
+
+
+def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mean of `values` under each row of `weights` (NaN where a row's weights sum to 0)."""
+    total = weights.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (weights * values).sum(axis=-1) / np.where(total > 0, total, 1), NAN)
+
+
+def bootstrap_mean(values: Sequence[float] | np.ndarray, clusters: Sequence[Hashable] | None = None, *,
+                   n_boot: int = N_BOOT, confidence: float = CONFIDENCE, seed: int = 0) -> Estimate:
+    """Mean over items with a bootstrap interval; with `clusters`, whole clusters are resampled."""
+    return bootstrap({"x": values}, lambda d, w: weighted_mean(d["x"], w), clusters, n_boot=n_boot,
+                     confidence=confidence, seed=seed)
+
+
+def paired_difference(
+    a: Mapping[Hashable, float], b: Mapping[Hashable, float], clusters: Mapping[Hashable, Hashable] | None = None, *,
+    n_boot: int = N_BOOT, confidence: float = CONFIDENCE, seed: int = 0,
+) -> Estimate:
+    """mean(a - b) over the items both have (keys: item ids), with a paired (cluster) bootstrap interval.
+
+    `clusters` maps an item id to its cluster (its prompt id); items missing from it are their own
+    cluster. n = number of shared items; no shared items gives `EMPTY`."""
+    shared = [key for key in a if key in b and not (math.isnan(a[key]) or math.isnan(b[key]))]
+    diffs = [a[key] - b[key] for key in shared]
+    labels = [clusters.get(key, key) for key in shared] if clusters is not None else None
+    return bootstrap_mean(diffs, labels, n_boot=n_boot, confidence=confidence, seed=seed)
+
+
+def harmonic_mean(x: float | np.ndarray, y: float | np.ndarray) -> np.ndarray:
+    """2xy / (x + y), 0 where both are 0 (LCPR from LPR and WPR)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    total = x + y
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, 2 * x * y / np.where(total > 0, total, 1), np.where(np.isnan(total), NAN, 0.0))
