@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -160,8 +160,11 @@ def bootstrap_mean(values: Sequence[float] | np.ndarray, clusters: Sequence[Hash
                      confidence=confidence, seed=seed)
 
 
+K = TypeVar("K", bound=Hashable)
+
+
 def paired_difference(
-    a: Mapping[Hashable, float], b: Mapping[Hashable, float], clusters: Mapping[Hashable, Hashable] | None = None, *,
+    a: Mapping[K, float], b: Mapping[K, float], clusters: Mapping[K, Hashable] | None = None, *,
     n_boot: int = N_BOOT, confidence: float = CONFIDENCE, seed: int = 0,
 ) -> Estimate:
     """mean(a - b) over the items both have (keys: item ids), with a paired (cluster) bootstrap interval.
@@ -170,7 +173,7 @@ def paired_difference(
     cluster. n = number of shared items; no shared items gives `EMPTY`."""
     shared = [key for key in a if key in b and not (math.isnan(a[key]) or math.isnan(b[key]))]
     diffs = [a[key] - b[key] for key in shared]
-    labels = [clusters.get(key, key) for key in shared] if clusters is not None else None
+    labels: list[Hashable] | None = [clusters.get(key, key) for key in shared] if clusters is not None else None
     return bootstrap_mean(diffs, labels, n_boot=n_boot, confidence=confidence, seed=seed)
 
 

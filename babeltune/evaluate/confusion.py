@@ -65,7 +65,7 @@ def _jieba() -> Callable[[str], list[str]]:
     import jieba
 
     jieba.setLogLevel(logging.WARNING)
-    return jieba.lcut  # type: ignore[no-any-return]
+    return jieba.lcut
 
 
 @functools.cache

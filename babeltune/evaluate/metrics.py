@@ -32,7 +32,7 @@ Which responses each metric counts (failed requests are never scored as pass or 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -217,7 +217,7 @@ def _lcpr(items: Sequence[ScoredResponse], *, n_boot: int, confidence: float, se
         "lang": [float(langs.index(r.lang)) for r in scored],
     }
 
-    def statistic(d: dict[str, np.ndarray], w: np.ndarray) -> np.ndarray:
+    def statistic(d: Mapping[str, np.ndarray], w: np.ndarray) -> np.ndarray:
         per_language = []
         for i in range(len(langs)):
             in_lang = w * (d["lang"] == i)

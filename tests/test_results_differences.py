@@ -1,0 +1,99 @@
+"""Paired differences between conditions in the experiment's results table (babeltune.experiments.results)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from babeltune.evaluate.metrics import ScoredResponse
+from babeltune.experiments.results import (
+    ResultRow,
+    choose_baseline,
+    difference_rows,
+    format_differences,
+    pivot,
+    read_results,
+    write_results,
+)
+
+LANGS = ("en", "es", "fi")
+
+
+def scored(pid: str, lang: str, correct: bool, length: int) -> dict[str, object]:
+    return ScoredResponse(
+        id=f"{pid}-{lang}", pid=pid, lang=lang, expected_lang=lang, failed=False, error=None, finish_reason="stop",
+        detected_lang=lang if correct else "en", lang_confidence=0.9, lang_status="correct" if correct else "wrong",
+        lang_reason="", code_switch_rate=0.0, segments=1, modifier_kind=None, modifier_passed=None,
+        modifier_reason="", modifier_invalid=False, length=length, length_unit="words", completion_tokens=length,
+        line_pass=correct,
+    ).to_dict()
+
+
+def write_condition(run: Path, name: str, correct: list[bool], lengths: list[int], outcomes: list[str]) -> None:
+    root = run / "conditions" / name
+    (root / "eval" / "eval").mkdir(parents=True)
+    (root / "judge").mkdir(parents=True)
+    items = [(f"p{i}", lang) for i in range(len(correct) // len(LANGS)) for lang in LANGS]
+    lines = [json.dumps(scored(pid, lang, c, n)) for (pid, lang), c, n in zip(items, correct, lengths, strict=True)]
+    (root / "eval" / "eval" / "responses.jsonl").write_text("\n".join(lines) + "\n")
+    judged = [{"id": f"{pid}-{lang}", "pid": pid, "lang": lang, "outcome": o}
+              for (pid, lang), o in zip(items, outcomes, strict=True)]
+    (root / "judge" / "reference.jsonl").write_text("".join(json.dumps(j) + "\n" for j in judged))
+    (root / "judge" / "reference.cache.jsonl").write_text("")
+
+
+def test_differences_exclude_zero_on_a_clear_case_and_include_it_on_noise(tmp_path: Path) -> None:
+    n = 30 * len(LANGS)
+    write_condition(tmp_path, "base", [False] * n, [100] * n, ["tie"] * n)
+    # "better" answers every prompt in the right language; its SxS outcomes are noise around a tie.
+    rng = random.Random(0)
+    noise = [rng.choice(["win", "loss", "tie", "tie"]) for _ in range(n)]
+    write_condition(tmp_path, "better", [True] * n, [100 + (i % 4) * 2 - 3 for i in range(n)], noise)
+    rows = difference_rows([ResultRow("better", "all", "sxs", 50.0, judge="reference")], tmp_path,
+                           ["base", "better"], seed=0)
+    table = {(r.condition, r.lang, r.metric): r for r in rows}
+    assert all(r.baseline == "base" for r in rows) and {r.condition for r in rows} == {"better"}
+    right = table[("better", "all", "correct_language")]
+    assert right.value == 1.0 and right.n == n and right.excludes_zero()
+    assert table[("better", "es", "correct_language")].n == 30
+    assert table[("better", "all", "lpr")].value == 1.0
+    sxs = table[("better", "all", "sxs")]
+    assert abs(sxs.value) < 10 and sxs.low < 0 < sxs.high and not sxs.excludes_zero() and sxs.judge == "reference"
+    length = table[("better", "all", "response_words")]
+    assert length.low is not None and length.high is not None and length.low < 0 < length.high
+    assert ("better", "all", "train_loss") not in table  # not a mean over prompts
+    # Seeded: the same inputs give the same rows.
+    again = difference_rows([ResultRow("better", "all", "sxs", 50.0, judge="reference")], tmp_path,
+                            ["base", "better"], seed=0)
+    assert [r.to_dict() for r in again] == [r.to_dict() for r in rows]
+
+
+def test_differences_only_count_shared_prompts_and_round_trip(tmp_path: Path) -> None:
+    n = 4 * len(LANGS)
+    write_condition(tmp_path, "a", [True] * n, [10] * n, ["win"] * n)
+    write_condition(tmp_path, "b", [True] * (n - 3), [10] * (n - 3), ["win"] * (n - 3))
+    rows = difference_rows([], tmp_path, ["a", "b"], baseline="b", seed=1)
+    shared = {r.metric: r.n for r in rows if r.lang == "all"}
+    assert shared["correct_language"] == n - 3 and {r.condition for r in rows} == {"a"}
+    write_results([ResultRow("a", "all", "correct_language", 1.0, 0.8, 1.0, n), *rows], tmp_path)
+    back, _ = read_results(tmp_path)
+    assert [r.to_dict() for r in back[1:]] == [r.to_dict() for r in rows]
+    assert set(pivot(back, "correct_language")["a"]) == {"all"}  # levels only
+    assert "es" in pivot(back, "correct_language", differences=True)["a"]
+    csv_header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
+    assert csv_header[-1] == "baseline"
+
+
+def test_baseline_choice_and_printed_table() -> None:
+    assert choose_baseline(["x", "y"]) == "x" and choose_baseline(["x", "y"], "y") == "y"
+    assert choose_baseline(["x", "y"], "mono-{lang}") == "x" and choose_baseline([]) is None
+    rows = [ResultRow("y", "all", "correct_language", 0.25, 0.1, 0.4, 40, baseline="x"),
+            ResultRow("y", "all", "modifier", -0.05, -0.2, 0.1, 40, baseline="x")]
+    text = format_differences(rows, [("correct_language", "right language (pp)", 100.0),
+                                     ("modifier", "modifiers (pp)", 100.0), ("sxs", "SxS", 1.0)])
+    lines = text.splitlines()
+    assert lines[0].startswith("Paired differences vs x") and "SxS" not in lines[1]
+    assert "+25.0 [+10.0, +40.0]*" in lines[3] and "-5.0 [-20.0, +10.0]" in lines[3]
+    assert not lines[3].endswith("*")
+    assert format_differences([], [("sxs", "SxS", 1.0)]) == ""
