@@ -36,7 +36,8 @@ CONFIDENCE = 0.95
 class Estimate:
     """A value with its confidence interval and the number of items behind it.
 
-    NaN bounds mean "no interval" (no items, or resampling switched off); n = 0 means no items."""
+    NaN bounds mean "no interval" (no items, one item for a mean, or resampling switched off); n = 0 means
+    no items."""
 
     value: float
     low: float
@@ -140,7 +141,7 @@ def bootstrap(
         return EMPTY
     value = float(np.asarray(statistic(data, np.ones(n))))
     if n_boot <= 0 or n == 1:
-        return Estimate(value, NAN, NAN, n) if n_boot <= 0 else Estimate(value, value, value, n)
+        return Estimate(value, NAN, NAN, n)  # resampling off, or one item: no interval to give
     replicates = np.asarray(statistic(data, resample_weights(n, clusters, n_boot=n_boot, seed=seed)))
     low, high = percentile_interval(replicates, confidence)
     return Estimate(value, low, high, n)
