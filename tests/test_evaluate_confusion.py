@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -19,8 +20,8 @@ class StubIdentifier:
 
     name = "stub"
     lowercase = False
-    table = {"hola": ("es", 0.9), "edge": ("es", 0.3), "above": ("es", 0.31), "hello": ("en", 0.95),
-             "zh": ("zh", 0.9)}
+    table: ClassVar[dict[str, tuple[str, float]]] = {
+        "hola": ("es", 0.9), "edge": ("es", 0.3), "above": ("es", 0.31), "hello": ("en", 0.95), "zh": ("zh", 0.9)}
 
     def rank(self, text: str) -> list[tuple[str, float]]:
         label, score = self.table.get(text.split()[0] if text.split() else "", ("en", 0.5))

@@ -283,6 +283,34 @@ def test_rubric_judge_strict_with_retry_and_invalid_counted() -> None:
     assert len(cache) == 3
 
 
+def test_rubric_judge_scores_a_judge_scored_modifier_on_a_seventh_criterion() -> None:
+    prompts: list[str] = []
+
+    def fake(messages: list[dict[str, str]]) -> str:
+        text = messages[-1]["content"]
+        prompts.append(text)
+        if "modifier:" not in text:
+            return json.dumps(GOOD_RUBRIC)
+        return json.dumps({**GOOD_RUBRIC, "modifier": 3 if "formal" in text else 1})
+
+    items = [RubricItem("a", "p1", "es", "q", "plain"), RubricItem("b", "p2", "es", "q", "formal", "scientific_style"),
+             RubricItem("c", "p3", "es", "q", "chatty", "scientific_style")]
+    cache = JudgementCache()
+    judgements = run_rubric(items, LLMRubricJudge(FunctionBackend(fake)), cache)
+    assert "seven criteria" in prompts[1] and "a scientific, academic style" in prompts[1]
+    assert "modifier" not in prompts[0]
+    assert [j.scores and j.scores.get("modifier") for j in judgements] == [None, 3, 1]
+    assert [j.modifier for j in judgements] == [None, "scientific_style", "scientific_style"]
+    scores = rubric_scores(judgements)["es"]
+    assert scores.criteria["modifier"].value == 2.0 and scores.criteria["modifier"].n == 2
+    assert scores.criteria["fluency"].n == 3
+    # Six keys where seven are asked for is not a valid reply.
+    assert parse_rubric(json.dumps(GOOD_RUBRIC), (*GOOD_RUBRIC, "modifier")) is None
+    # The same response judged without and with the modifier is two cache entries.
+    run_rubric([RubricItem("d", "p1", "es", "q", "formal")], LLMRubricJudge(FunctionBackend(fake)), cache)
+    assert len(cache) == 4
+
+
 class FakeEncoder:
     """Bag-of-words vectors: enough to tell near from far without the real encoder."""
 

@@ -9,8 +9,9 @@ from typing import Any
 def register(sub: Any) -> None:
     parser = sub.add_parser("eval", help="score generations: language fidelity, modifier checks, lengths",
                             description="Score a generation file (from `babeltune generate`) per language and "
-                                        "overall: language fidelity, language confusion (LPR/WPR/LCPR), modifier checks, "
-                                        "lengths; 95% CIs (Wilson for rates, bootstrap over prompts for means).")
+                                        "overall: language fidelity, language confusion (LPR/WPR/LCPR), modifier "
+                                        "checks, lengths; 95% CIs (Wilson for rates, bootstrap over prompts for "
+                                        "means).")
     parser.add_argument("--generations", required=True, help="FILE.jsonl written by `babeltune generate`")
     parser.add_argument("--out", required=True, help="output folder (metrics.csv/json, responses.jsonl, run.json)")
     parser.add_argument("--config", help="YAML file of EvalConfig fields")

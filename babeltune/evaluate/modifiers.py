@@ -111,6 +111,12 @@ _FIELDS: dict[str, dict[str, bool]] = {
 }
 JUDGE_SCORED_KINDS: frozenset[str] = frozenset({"scientific_style", "simple_style", "complex_inst"})
 """Kinds no rule can check: scored by the rubric judge's `modifier` criterion, never passed by a rule."""
+JUDGED_INSTRUCTIONS: dict[str, str] = {
+    "scientific_style": "a scientific, academic style",
+    "simple_style": "a simple style that a child or a non-expert can follow",
+    "complex_inst": "several things at once (a compound instruction): every part of it counts",
+}
+"""What the rubric judge is told each judge-scored kind asks for."""
 SHORT_WORDS = 60
 """`short` passes at most this many words (unless the spec's n says otherwise)."""
 LONG_WORDS = 150

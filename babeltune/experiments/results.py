@@ -11,6 +11,7 @@ reads it. `lang` is an ISO code or "all" (pooled over the evaluation languages).
 | `modifier` / `modifier:KIND` | modifier pass rate, all kinds / one kind, 0-1 | evaluate stage |
 | `response_words` | mean response length | evaluate stage |
 | `rubric:CRITERION` | mean 1-3 rubric score | rubric stage |
+| `modifier_judge:KIND` | mean 1-3 `modifier` score of the rubric judge for a judge-scored kind | rubric stage |
 | `judge_agreement` / `judge_kappa` | two judges' agreement on the same SxS pairs (`judge` = "a vs b") | judge stage |
 | `lpr` / `wpr` / `lcpr` | language confusion: line-, word-level pass rate, their harmonic mean | evaluate stage |
 | `train_loss` | final training loss (lang "all") | train stage |
@@ -158,7 +159,12 @@ def condition_items(condition_dir: Path) -> dict[tuple[str, str | None], ItemVal
             if not line.strip():
                 continue
             j = json.loads(line)
-            if path.stem == "rubric":
+            if path.stem == "rubric-modifiers":
+                score = (j.get("scores") or {}).get("modifier")
+                if score is not None and j.get("modifier"):
+                    out.setdefault((f"modifier_judge:{j['modifier']}", None), {})[j["id"]] = (
+                        j["lang"], j["pid"], float(score))
+            elif path.stem == "rubric":
                 for criterion, score in (j.get("scores") or {}).items():
                     out.setdefault((f"rubric:{criterion}", None), {})[j["id"]] = (j["lang"], j["pid"], float(score))
             elif j.get("outcome") in SXS_VALUE:
