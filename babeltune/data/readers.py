@@ -7,7 +7,9 @@ Sources (the same string works wherever a command takes `--data`/`--source`):
   or Alpaca / Okapi / Bactrian-X rows (`instruction`, optional `input`, `output`): the format is
   detected per row;
 - `hf:NAME_OR_PATH`: a Hugging Face dataset by hub name, a folder written by `save_to_disk`, or a
-  local json/jsonl/parquet/csv file, read through `datasets` (split and config by option).
+  local json/jsonl/parquet/csv file, read through `datasets` (split and config by option);
+- `pasero:DIR` (`@modifiers` / `@alpacaeval` for one set): study B's released evaluation files
+  (`babeltune.data.pasero`).
 
 Rows that are not babeltune records need a language: a `lang`/`language` column, or `lang=` given by
 the caller. Every rejected row is an error naming file, line and field, or, with
@@ -102,6 +104,8 @@ def load_records(
         rows = _iter_jsonl_files([bundled_path(text.split(":", 1)[1])], report)
     elif text.startswith("hf:"):
         rows = _iter_hf(text[3:], hf_split, hf_config, report)
+    elif text.startswith("pasero:"):
+        rows = _iter_pasero(text[len("pasero:"):], report)
     else:
         rows = _iter_jsonl_files(_jsonl_files(Path(text)), report)
     records = _validate_rows(rows, report, on_invalid, lang)
@@ -149,6 +153,14 @@ def _iter_jsonl_files(files: list[Path], report: LoadReport) -> Iterator[Row | R
                 yield str(path), lineno, json.loads(line)
             except json.JSONDecodeError as exc:
                 yield RecordError(str(path), lineno, "<line>", f"not valid JSON ({exc.msg})", "malformed")
+    report.fingerprint = digest.hexdigest()
+
+
+def _iter_pasero(spec: str, report: LoadReport) -> Iterator[Row | RecordError]:
+    from babeltune.data.pasero import iter_pasero
+
+    digest = hashlib.sha256()
+    yield from iter_pasero(spec, digest)
     report.fingerprint = digest.hexdigest()
 
 
