@@ -10,7 +10,8 @@ choice, experiment results, the report) comes from here. numpy only, so every st
   is not credited with 12 independent items per prompt.
 - **Differences between conditions** (`paired_difference`): the mean of condition A minus condition B
   over the items both have, its interval from the same cluster bootstrap applied to the per-item
-  differences (paired: prompt difficulty cancels).
+  differences (paired: prompt difficulty cancels); for yes/no outcomes widened to cover Newcombe's
+  paired score interval too (`newcombe_paired`), so it never collapses to [0, 0] on a few items.
 
 Resampling is seeded and reproducible: `derive_seed(base, *names)` gives each statistic its own
 generator, so adding a metric never moves another's interval. 1,000 resamples by default.
@@ -171,11 +172,46 @@ def paired_difference(
     """mean(a - b) over the items both have (keys: item ids), with a paired (cluster) bootstrap interval.
 
     `clusters` maps an item id to its cluster (its prompt id); items missing from it are their own
-    cluster. n = number of shared items; no shared items gives `EMPTY`."""
+    cluster. n = number of shared items; no shared items gives `EMPTY`.
+
+    Yes/no outcomes (every value 0 or 1) also get Newcombe's paired score interval (method 10 of
+    Newcombe 1998, built from the two Wilson intervals), and the reported interval spans both: the
+    bootstrap alone collapses to [0, 0] when every pair agrees (4 of 4 right in both conditions), and
+    Newcombe's alone ignores the clustering of prompts across languages."""
     shared = [key for key in a if key in b and not (math.isnan(a[key]) or math.isnan(b[key]))]
     diffs = [a[key] - b[key] for key in shared]
     labels: list[Hashable] | None = [clusters.get(key, key) for key in shared] if clusters is not None else None
-    return bootstrap_mean(diffs, labels, n_boot=n_boot, confidence=confidence, seed=seed)
+    boot = bootstrap_mean(diffs, labels, n_boot=n_boot, confidence=confidence, seed=seed)
+    pairs = [(a[key], b[key]) for key in shared]
+    if not pairs or any(x not in (0.0, 1.0) or y not in (0.0, 1.0) for x, y in pairs):
+        return boot
+    table = (sum(x == 1 and y == 1 for x, y in pairs), sum(x == 1 and y == 0 for x, y in pairs),
+             sum(x == 0 and y == 1 for x, y in pairs), sum(x == 0 and y == 0 for x, y in pairs))
+    _, low, high = newcombe_paired(*table, confidence=confidence)
+    if not math.isnan(boot.low):
+        low, high = min(low, boot.low), max(high, boot.high)
+    return Estimate(boot.value, low, high, boot.n)
+
+
+def newcombe_paired(both: int, only_first: int, only_second: int, neither: int,
+                    confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """Difference p1 - p2 of two paired proportions with Newcombe's score interval (1998, method 10).
+
+    Counts of pairs: both yes, only the first yes, only the second yes, neither. p1 = share of yes in the
+    first, p2 in the second; the limits combine each proportion's Wilson interval with the correlation
+    phi of the 2x2 table (0 when a margin is empty)."""
+    n = both + only_first + only_second + neither
+    if n == 0:
+        return NAN, NAN, NAN
+    p1, p2 = (both + only_first) / n, (both + only_second) / n
+    l1, u1 = wilson(both + only_first, n, confidence)
+    l2, u2 = wilson(both + only_second, n, confidence)
+    margins = (both + only_first) * (only_second + neither) * (both + only_second) * (only_first + neither)
+    phi = (both * neither - only_first * only_second) / math.sqrt(margins) if margins > 0 else 0.0
+    delta = p1 - p2
+    low = delta - math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    high = delta + math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return delta, max(-1.0, low), min(1.0, high)
 
 
 def harmonic_mean(x: float | np.ndarray, y: float | np.ndarray) -> np.ndarray:

@@ -100,3 +100,17 @@ def test_derive_seed_and_harmonic_mean() -> None:
     assert stats.derive_seed(0, "en", "x") == stats.derive_seed(0, "en", "x") != stats.derive_seed(0, "en", "y")
     assert float(stats.harmonic_mean(0.5, 1.0)) == pytest.approx(2 / 3)
     assert float(stats.harmonic_mean(0.0, 0.0)) == 0.0
+
+
+def test_paired_rate_differences_never_collapse_when_every_pair_agrees() -> None:
+    # 4 prompts right in both conditions: the bootstrap of differences is [0, 0]; Newcombe's interval is
+    # +-(1 - Wilson low of 4/4) = +-(1 - 0.5101) by hand (phi = 0: a margin is empty).
+    same = stats.paired_difference({i: 1.0 for i in range(4)}, {i: 1.0 for i in range(4)})
+    assert same.value == 0.0 and (same.low, same.high) == pytest.approx((-0.4899, 0.4899), abs=1e-4)
+    assert stats.newcombe_paired(4, 0, 0, 0) == pytest.approx((0.0, -0.4899, 0.4899), abs=1e-4)
+    # 30 of 30 pairs go from wrong to right: a clear improvement, and the interval says so.
+    better = stats.paired_difference({i: 1.0 for i in range(30)}, {i: 0.0 for i in range(30)})
+    assert better.value == 1.0 and better.excludes(0.0) and better.high == 1.0
+    # Not yes/no: the bootstrap alone.
+    plain = stats.paired_difference({i: 0.5 for i in range(4)}, {i: 0.5 for i in range(4)})
+    assert plain.low == plain.high == 0.0
