@@ -7,7 +7,9 @@ choice, experiment results, the report) comes from here. numpy only, so every st
 - **Means** (side-by-side scores, lengths, rubric scores, code-switching shares): percentile bootstrap
   over prompts (`bootstrap_mean`). With `clusters` (the prompt id `pid`: a parallel prompt in 12
   languages is one cluster), whole clusters are resampled, so an overall figure pooled over languages
-  is not credited with 12 independent items per prompt.
+  is not credited with 12 independent items per prompt. Scores confined to a range (SxS 0-100, rubric
+  1-3, code-switching shares 0-1) pass `bounds`: their interval also covers the Wilson interval of the
+  mean as a share of the range, so a few identical scores never get a zero-width interval.
 - **Differences between conditions** (`paired_difference`): the mean of condition A minus condition B
   over the items both have, its interval from the same cluster bootstrap applied to the per-item
   differences (paired: prompt difficulty cancels); for yes/no outcomes widened to cover Newcombe's
@@ -156,10 +158,27 @@ def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def bootstrap_mean(values: Sequence[float] | np.ndarray, clusters: Sequence[Hashable] | None = None, *,
-                   n_boot: int = N_BOOT, confidence: float = CONFIDENCE, seed: int = 0) -> Estimate:
-    """Mean over items with a bootstrap interval; with `clusters`, whole clusters are resampled."""
-    return bootstrap({"x": values}, lambda d, w: weighted_mean(d["x"], w), clusters, n_boot=n_boot,
-                     confidence=confidence, seed=seed)
+                   n_boot: int = N_BOOT, confidence: float = CONFIDENCE, seed: int = 0,
+                   bounds: tuple[float, float] | None = None) -> Estimate:
+    """Mean over items with a bootstrap interval; with `clusters`, whole clusters are resampled.
+
+    `bounds` (lowest, highest possible value: a side-by-side score's 0 and 100) widens the interval to
+    cover the Wilson interval of the mean taken as a share of that range too. A variable confined to a
+    range has at most the variance of a coin flip with the same mean, so this floor is conservative; it
+    keeps a handful of identical scores (two ties: 50, 50) from getting the zero-width interval a
+    bootstrap gives them."""
+    est = bootstrap({"x": values}, lambda d, w: weighted_mean(d["x"], w), clusters, n_boot=n_boot,
+                    confidence=confidence, seed=seed)
+    if bounds is None or est.n == 0 or n_boot <= 0:
+        return est
+    lowest, highest = bounds
+    span = highest - lowest
+    share = min(1.0, max(0.0, (est.value - lowest) / span))
+    w_low, w_high = wilson(share * est.n, est.n, confidence)
+    low, high = lowest + w_low * span, lowest + w_high * span
+    if not math.isnan(est.low):
+        low, high = min(low, est.low), max(high, est.high)
+    return Estimate(est.value, low, high, est.n)
 
 
 K = TypeVar("K", bound=Hashable)

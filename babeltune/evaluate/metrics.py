@@ -15,7 +15,7 @@ Which responses each metric counts (failed requests are never scored as pass or 
 | failed_rate | all rows | share whose request failed | Wilson |
 | correct_language_rate | answered, language determined | share in the expected language | Wilson |
 | undetermined_rate | answered | share too short / non-linguistic to identify | Wilson |
-| code_switching_rate | answered, >= 1 identifiable line | mean share of lines/sentences elsewhere | bootstrap |
+| code_switching_rate | answered, >= 1 identifiable line | mean share of lines in another language | bootstrap* |
 | truncated_rate | answered | share that hit max_new_tokens | Wilson |
 | response_length | answered | mean words (characters for languages without spaces); per language only | bootstrap |
 | response_tokens | answered, token count known | mean generated tokens | bootstrap |
@@ -27,6 +27,9 @@ Which responses each metric counts (failed requests are never scored as pass or 
 | modifier_undecided_rate (kind K) | answered with modifier K | share not applicable / undecidable | Wilson |
 | modifier_judge_scored (kind K) | answered with a judge-scored modifier K | count (left to the judge, never passed) | |
 | modifier_invalid | rows with an invalid spec | count (never scored) | |
+
+bootstrap*: widened to cover the Wilson interval of the mean share too (`babeltune.stats.bootstrap_mean`
+with bounds). LCPR over several languages is the mean of the languages' LCPRs.
 """
 
 from __future__ import annotations
@@ -100,7 +103,9 @@ class MetricRow:
         return asdict(self)
 
 
-Statistic = Literal["rate", "mean"]
+Statistic = Literal["rate", "share", "mean"]
+"""rate: yes/no per response (Wilson); share: a mean of values in 0..1 (bootstrap, floored by Wilson);
+mean: unbounded (bootstrap)."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,7 @@ _METRICS: tuple[_Metric, ...] = (
             lambda r: float(r.lang_status == "correct"), "rate"),
     _Metric("undetermined_rate", _answered, lambda r: float(r.lang_status == "undetermined"), "rate"),
     _Metric("code_switching_rate", lambda r: _answered(r) and r.code_switch_rate is not None,
-            lambda r: float(r.code_switch_rate or 0.0), "mean"),
+            lambda r: float(r.code_switch_rate or 0.0), "share"),
     _Metric("truncated_rate", _answered, lambda r: float(r.finish_reason == "length"), "rate"),
     _Metric("response_length", lambda r: _answered(r) and r.length is not None, lambda r: float(r.length or 0),
             "mean", per_language_only=True),
@@ -142,10 +147,12 @@ def _judge_scored(kind: str | None) -> bool:
 
 def estimate(values: Sequence[float], statistic: Statistic, clusters: Sequence[str] | None = None, *,
              n_boot: int = stats.N_BOOT, confidence: float = stats.CONFIDENCE, seed: int = 0) -> stats.Estimate:
-    """A rate with its Wilson interval, or a mean with its (cluster) bootstrap interval."""
+    """A rate with its Wilson interval, or a mean with its (cluster) bootstrap interval (a share's also
+    covering the Wilson interval of its value)."""
     if statistic == "rate":
         return stats.rate(values, confidence)
-    return stats.bootstrap_mean(values, clusters, n_boot=n_boot, confidence=confidence, seed=seed)
+    return stats.bootstrap_mean(values, clusters, n_boot=n_boot, confidence=confidence, seed=seed,
+                                bounds=(0.0, 1.0) if statistic == "share" else None)
 
 
 def item_values(responses: Sequence[ScoredResponse]) -> dict[tuple[str, str], dict[str, float]]:

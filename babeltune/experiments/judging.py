@@ -82,7 +82,8 @@ def judged_modifier_rows(paths: ConditionPaths, judge: RubricJudge, config: Expe
             valid = [j for j in group if j.scores is not None and MODIFIER_CRITERION in j.scores]
             values = [j.scores[MODIFIER_CRITERION] for j in valid if j.scores]
             est = stats.bootstrap_mean(values, [j.pid for j in valid],
-                                       seed=stats.derive_seed(config.seed, "modifier_judge", kind, lang))
+                                       seed=stats.derive_seed(config.seed, "modifier_judge", kind, lang),
+                                       bounds=(1.0, 3.0))
             rows.append(ResultRow(paths.name, lang, f"modifier_judge:{kind}", est.value, est.low, est.high, est.n,
                                   len(group) - len(valid), judge.name))
     return rows

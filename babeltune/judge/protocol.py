@@ -190,7 +190,7 @@ def sxs_scores(
     for lang, group in groups.items():
         valid = [j for j in group if j.outcome != "invalid"]
         ci = stats.bootstrap_mean([OUTCOME_VALUE[j.outcome] * 100 for j in valid], [j.pid for j in valid],
-                                  n_boot=n_boot, seed=stats.derive_seed(seed, "sxs", lang))
+                                  n_boot=n_boot, seed=stats.derive_seed(seed, "sxs", lang), bounds=(0.0, 100.0))
         counts = {k: sum(j.outcome == k for j in group) for k in ("win", "tie", "loss", "invalid")}
         scores[lang] = SxSScore(lang, ci.value, ci.low, ci.high, ci.n, counts["win"], counts["tie"], counts["loss"],
                                 counts["invalid"])

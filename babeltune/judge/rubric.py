@@ -119,6 +119,6 @@ def rubric_scores(judgements: Sequence[RubricJudgement], *, n_boot: int = 1000, 
             if c == MODIFIER_CRITERION and not scored:
                 continue
             criteria[c] = stats.bootstrap_mean([v for v, _ in scored], [p for _, p in scored], n_boot=n_boot,
-                                               seed=stats.derive_seed(seed, "rubric", lang, c))
+                                               seed=stats.derive_seed(seed, "rubric", lang, c), bounds=(1.0, 3.0))
         result[lang] = RubricScore(lang, criteria, len(group) - len(valid))
     return result
