@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,20 @@ def test_shrunken_demo_on_the_default_model(tmp_path: Path) -> None:
     assert sxs[("english_only", "all")] == 50.0 and ("uniform", "es") in sxs
     assert {r.condition for r in rows if r.metric == "train_loss"} == {"english_only", "uniform"}
     assert summary.report is not None and summary.report.exists()
+    text = summary_table(rows, ["english_only", "uniform"], "reference")
+    assert "Paired differences vs english_only" in text
+    assert zero_width_intervals(text) == [], text
+
+
+def zero_width_intervals(text: str) -> list[str]:
+    """Every "[a-b]" / "[a, b]" interval of `text` whose bounds are equal."""
+    found = re.findall(r"\[([-+]?\d+(?:\.\d+)?)(?:-|, )([-+]?\d+(?:\.\d+)?)\]", text)
+    return [f"[{a}, {b}]" for a, b in found if float(a) == float(b)]
+
+
+def test_zero_width_detector() -> None:
+    assert zero_width_intervals("50.0 [50.0-50.0] and +0.0 [+0.0, +0.0]*") == ["[50.0, 50.0]", "[+0.0, +0.0]"]
+    assert zero_width_intervals("41.7 [25.0-62.5] +1.0 [-2.0, +3.0]") == []
 
 
 def test_demo_and_run_quiet_the_hub_progress_bars_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 from babeltune.evaluate.metrics import ScoredResponse
 from babeltune.experiments.results import (
@@ -97,3 +99,38 @@ def test_baseline_choice_and_printed_table() -> None:
     assert "+25.0 [+10.0, +40.0]*" in lines[3] and "-5.0 [-20.0, +10.0]" in lines[3]
     assert not lines[3].endswith("*")
     assert format_differences([], [("sxs", "SxS", 1.0)]) == ""
+
+
+def test_judge_scored_modifiers_are_graded_by_the_rubric_judge_and_differenced(tmp_path: Path) -> None:
+    from babeltune.experiments.judging import judged_modifier_rows
+    from babeltune.experiments.layout import ConditionPaths
+    from babeltune.judge import LLMRubricJudge
+    from babeltune.judge.llm import FunctionBackend
+
+    good = {"language": 3, "fluency": 3, "helpfulness": 3, "accuracy": 3, "logical_coherence": 3, "harmlessness": 3}
+
+    def fake(messages: list[dict[str, str]]) -> str:
+        text = messages[-1]["content"]
+        return json.dumps({**good, "modifier": 3 if "FORMAL" in text else 1})
+
+    judge = LLMRubricJudge(FunctionBackend(fake))
+    cfg: Any = SimpleNamespace(judge=SimpleNamespace(retries=1, batch_size=8), seed=0)  # the fields it reads
+    for name, style in (("base", "chatty"), ("formal", "FORMAL")):
+        paths = ConditionPaths.of(tmp_path, name)
+        paths.generations("modifiers").parent.mkdir(parents=True)
+        rows = [{"id": f"m{i}-{lang}", "pid": f"m{i}", "lang": lang, "prompt": "Explain tea scientifically.",
+                 "response": f"{style} answer {i}", "finish_reason": "stop", "error": None,
+                 "modifier": {"kind": kind}}
+                for i, kind in enumerate(["scientific_style", "simple_style", "list_items"]) for lang in ("en", "es")]
+        rows[-1]["modifier"] = {"kind": "list_items", "n": 2}
+        paths.generations("modifiers").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (paths.root / "judge").mkdir()
+        out = judged_modifier_rows(paths, judge, cfg)
+        by = {(r.lang, r.metric): r for r in out}
+        assert set(by) == {(lang, f"modifier_judge:{k}") for lang in ("en", "es", "all")
+                           for k in ("scientific_style", "simple_style")}  # the rule-checked kind is not graded
+        assert by[("all", "modifier_judge:scientific_style")].n == 2
+        assert by[("all", "modifier_judge:scientific_style")].value == (3.0 if style == "FORMAL" else 1.0)
+    diffs = difference_rows([], tmp_path, ["base", "formal"], seed=0)
+    pooled = next(r for r in diffs if r.metric == "modifier_judge:scientific_style" and r.lang == "all")
+    assert pooled.value == 2.0 and pooled.n == 2 and pooled.baseline == "base"
