@@ -124,6 +124,6 @@ def summary_table(rows: list[Any], conditions: list[str], judge: str) -> str:
         lines.append("SxS score per language (50 = as good as the reference):")
         lines.append("condition      " + " ".join(f"{lang:>4}" for lang in langs))
         for cond in conditions:
-            values = [cell(cond, "sxs", 1.0, lang, 0).split(" ")[0] for lang in langs]
+            values = [cell(cond, "sxs", 1.0, lang, 0).split(" ")[0].replace("(itself)", "ref") for lang in langs]
             lines.append(f"{cond:<14} " + " ".join(f"{v:>4}" for v in values))
     return "\n".join(lines)

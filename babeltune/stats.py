@@ -7,9 +7,10 @@ choice, experiment results, the report) comes from here. numpy only, so every st
 - **Means** (side-by-side scores, lengths, rubric scores, code-switching shares): percentile bootstrap
   over prompts (`bootstrap_mean`). With `clusters` (the prompt id `pid`: a parallel prompt in 12
   languages is one cluster), whole clusters are resampled, so an overall figure pooled over languages
-  is not credited with 12 independent items per prompt. Scores confined to a range (SxS 0-100, rubric
-  1-3, code-switching shares 0-1) pass `bounds`: their interval also covers the Wilson interval of the
-  mean as a share of the range, so a few identical scores never get a zero-width interval.
+  is not credited with 12 independent items per prompt. One item or one cluster gives no interval.
+  Scores confined to a range (SxS 0-100, rubric 1-3, code-switching shares 0-1) pass `bounds`: where
+  the bootstrap can say nothing (all scores equal, or one cluster), their interval is the Wilson
+  interval of the mean as a share of the range, so a few identical scores never get a zero-width one.
 - **Differences between conditions** (`paired_difference`): the mean of condition A minus condition B
   over the items both have, its interval from the same cluster bootstrap applied to the per-item
   differences (paired: prompt difficulty cancels); for yes/no outcomes widened to cover Newcombe's
@@ -143,8 +144,8 @@ def bootstrap(
     if n == 0:
         return EMPTY
     value = float(np.asarray(statistic(data, np.ones(n))))
-    if n_boot <= 0 or n == 1:
-        return Estimate(value, NAN, NAN, n)  # resampling off, or one item: no interval to give
+    if n_boot <= 0 or _cluster_index(n, clusters)[1] < 2:
+        return Estimate(value, NAN, NAN, n)  # resampling off, or one item / cluster: no interval to give
     replicates = np.asarray(statistic(data, resample_weights(n, clusters, n_boot=n_boot, seed=seed)))
     low, high = percentile_interval(replicates, confidence)
     return Estimate(value, low, high, n)
@@ -162,23 +163,21 @@ def bootstrap_mean(values: Sequence[float] | np.ndarray, clusters: Sequence[Hash
                    bounds: tuple[float, float] | None = None) -> Estimate:
     """Mean over items with a bootstrap interval; with `clusters`, whole clusters are resampled.
 
-    `bounds` (lowest, highest possible value: a side-by-side score's 0 and 100) widens the interval to
-    cover the Wilson interval of the mean taken as a share of that range too. A variable confined to a
-    range has at most the variance of a coin flip with the same mean, so this floor is conservative; it
-    keeps a handful of identical scores (two ties: 50, 50) from getting the zero-width interval a
-    bootstrap gives them."""
+    `bounds` (lowest, highest possible value: a side-by-side score's 0 and 100): where the bootstrap can
+    say nothing (every score equal, so every resample has the same mean; or a single prompt), the
+    interval is the Wilson interval of the mean taken as a share of that range instead. A variable
+    confined to a range has at most the variance of a coin flip with the same mean, so this is
+    conservative; it keeps a handful of identical scores (two ties: 50, 50) from a zero-width interval."""
     est = bootstrap({"x": values}, lambda d, w: weighted_mean(d["x"], w), clusters, n_boot=n_boot,
                     confidence=confidence, seed=seed)
-    if bounds is None or est.n == 0 or n_boot <= 0:
+    degenerate = math.isnan(est.low) or est.low == est.high
+    if bounds is None or est.n == 0 or n_boot <= 0 or not degenerate:
         return est
     lowest, highest = bounds
     span = highest - lowest
     share = min(1.0, max(0.0, (est.value - lowest) / span))
     w_low, w_high = wilson(share * est.n, est.n, confidence)
-    low, high = lowest + w_low * span, lowest + w_high * span
-    if not math.isnan(est.low):
-        low, high = min(low, est.low), max(high, est.high)
-    return Estimate(est.value, low, high, est.n)
+    return Estimate(est.value, lowest + w_low * span, lowest + w_high * span, est.n)
 
 
 K = TypeVar("K", bound=Hashable)
@@ -186,12 +185,13 @@ K = TypeVar("K", bound=Hashable)
 
 def paired_difference(
     a: Mapping[K, float], b: Mapping[K, float], clusters: Mapping[K, Hashable] | None = None, *,
-    n_boot: int = N_BOOT, confidence: float = CONFIDENCE, seed: int = 0,
+    n_boot: int = N_BOOT, confidence: float = CONFIDENCE, seed: int = 0, bounds: tuple[float, float] | None = None,
 ) -> Estimate:
     """mean(a - b) over the items both have (keys: item ids), with a paired (cluster) bootstrap interval.
 
     `clusters` maps an item id to its cluster (its prompt id); items missing from it are their own
-    cluster. n = number of shared items; no shared items gives `EMPTY`.
+    cluster. n = number of shared items; no shared items gives `EMPTY`. `bounds` are the values' range
+    (see `bootstrap_mean`; a difference ranges over twice it).
 
     Yes/no outcomes (every value 0 or 1) also get Newcombe's paired score interval (method 10 of
     Newcombe 1998, built from the two Wilson intervals), and the reported interval spans both: the
@@ -200,7 +200,8 @@ def paired_difference(
     shared = [key for key in a if key in b and not (math.isnan(a[key]) or math.isnan(b[key]))]
     diffs = [a[key] - b[key] for key in shared]
     labels: list[Hashable] | None = [clusters.get(key, key) for key in shared] if clusters is not None else None
-    boot = bootstrap_mean(diffs, labels, n_boot=n_boot, confidence=confidence, seed=seed)
+    spread = (bounds[0] - bounds[1], bounds[1] - bounds[0]) if bounds is not None else None
+    boot = bootstrap_mean(diffs, labels, n_boot=n_boot, confidence=confidence, seed=seed, bounds=spread)
     pairs = [(a[key], b[key]) for key in shared]
     if not pairs or any(x not in (0.0, 1.0) or y not in (0.0, 1.0) for x, y in pairs):
         return boot

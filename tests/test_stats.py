@@ -116,6 +116,18 @@ def test_paired_rate_differences_never_collapse_when_every_pair_agrees() -> None
     assert plain.low == plain.high == 0.0
 
 
+def test_one_cluster_gives_no_bootstrap_interval() -> None:
+    one = stats.bootstrap_mean([0.0, 100.0], ["p1", "p1"])  # en and es of one prompt: one cluster
+    assert one.value == 50.0 and math.isnan(one.low) and one.n == 2
+    # A difference on one prompt in two languages (the shrunken demo's case) is no finding: with the
+    # scores' range it gets the Wilson interval of +25 on [-100, 100], a share of 0.625 of 2 items.
+    diff = stats.paired_difference({"en": 100.0, "es": 50.0}, {"en": 50.0, "es": 50.0}, {"en": "p", "es": "p"},
+                                   bounds=(0.0, 100.0))
+    low, high = stats.wilson(0.625 * 2, 2)
+    assert diff.value == 25.0 and (diff.low, diff.high) == pytest.approx((-100 + 200 * low, -100 + 200 * high))
+    assert not diff.excludes(0.0)
+
+
 def test_bounded_means_get_a_wilson_floor_never_a_zero_width_interval() -> None:
     two_ties = stats.bootstrap_mean([50.0, 50.0], bounds=(0.0, 100.0))
     low, high = stats.wilson(1, 2)  # 50 is half of the range: a share of 1 in 2 by hand

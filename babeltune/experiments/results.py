@@ -175,6 +175,17 @@ def condition_items(condition_dir: Path) -> dict[tuple[str, str | None], ItemVal
 SXS_VALUE: dict[str, float] = {"win": 100.0, "tie": 50.0, "loss": 0.0}
 
 
+def metric_bounds(metric: str) -> tuple[float, float] | None:
+    """The range of a per-prompt score (None: unbounded, e.g. lengths; yes/no metrics need none)."""
+    if metric == "sxs":
+        return 0.0, 100.0
+    if metric.startswith(("rubric:", "modifier_judge:")):
+        return 1.0, 3.0
+    if metric == "code_switching":
+        return 0.0, 1.0
+    return None
+
+
 def difference_rows(rows: Sequence[ResultRow], run_dir: str | Path, conditions: Sequence[str],
                     baseline: str | None = None, *, seed: int = 0, n_boot: int | None = None) -> list[ResultRow]:
     """Paired differences, every condition minus `baseline` (see `choose_baseline`), for every per-prompt
@@ -201,7 +212,8 @@ def difference_rows(rows: Sequence[ResultRow], run_dir: str | Path, conditions: 
                 b = {i: v for i, (l_, _, v) in ref.items() if lang in ("all", l_)}
                 clusters = {i: pid for i, (_, pid, _) in values.items()}
                 est = stats.paired_difference(a, b, clusters, n_boot=stats.N_BOOT if n_boot is None else n_boot,
-                                              seed=stats.derive_seed(seed, "difference", cond, base, metric, lang))
+                                              seed=stats.derive_seed(seed, "difference", cond, base, metric, lang),
+                                              bounds=metric_bounds(metric))
                 if est.n == 0:
                     continue
                 out.append(ResultRow(cond, lang, metric, est.value, est.low, est.high, est.n,
