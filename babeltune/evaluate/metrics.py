@@ -28,8 +28,9 @@ Which responses each metric counts (failed requests are never scored as pass or 
 | modifier_judge_scored (kind K) | answered with a judge-scored modifier K | count (left to the judge, never passed) | |
 | modifier_invalid | rows with an invalid spec | count (never scored) | |
 
-bootstrap*: widened to cover the Wilson interval of the mean share too (`babeltune.stats.bootstrap_mean`
-with bounds). LCPR over several languages is the mean of the languages' LCPRs.
+bootstrap*: the Wilson interval of the mean share where the bootstrap is degenerate (all values equal,
+or one prompt: `babeltune.stats.bootstrap_mean` with bounds). LCPR over several languages is the mean
+of the languages' LCPRs.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class MetricRow:
 
 
 Statistic = Literal["rate", "share", "mean"]
-"""rate: yes/no per response (Wilson); share: a mean of values in 0..1 (bootstrap, floored by Wilson);
+"""rate: yes/no per response (Wilson); share: a mean of values in 0..1 (bootstrap, Wilson where degenerate);
 mean: unbounded (bootstrap)."""
 
 
@@ -147,8 +148,8 @@ def _judge_scored(kind: str | None) -> bool:
 
 def estimate(values: Sequence[float], statistic: Statistic, clusters: Sequence[str] | None = None, *,
              n_boot: int = stats.N_BOOT, confidence: float = stats.CONFIDENCE, seed: int = 0) -> stats.Estimate:
-    """A rate with its Wilson interval, or a mean with its (cluster) bootstrap interval (a share's also
-    covering the Wilson interval of its value)."""
+    """A rate with its Wilson interval, or a mean with its (cluster) bootstrap interval (a share falls back
+    to the Wilson interval of its value where the bootstrap is degenerate)."""
     if statistic == "rate":
         return stats.rate(values, confidence)
     return stats.bootstrap_mean(values, clusters, n_boot=n_boot, confidence=confidence, seed=seed,
