@@ -133,22 +133,37 @@ def bootstrap(
     columns: Mapping[str, Sequence[float] | np.ndarray], statistic: Callable[[Mapping[str, np.ndarray], np.ndarray],
                                                                               np.ndarray | float],
     clusters: Sequence[Hashable] | None = None, *, n_boot: int = N_BOOT, confidence: float = CONFIDENCE,
-    seed: int = 0,
+    seed: int = 0, bounds: tuple[float, float] | None = None,
 ) -> Estimate:
     """Any statistic of per-item columns, with a (cluster) bootstrap percentile interval.
 
     `statistic(columns, weights)` gets the columns as arrays and weights of shape (n,) for the point
-    estimate (all ones) or (n_boot, n) for the replicates, and returns a value per row of weights."""
+    estimate (all ones) or (n_boot, n) for the replicates, and returns a value per row of weights.
+    `bounds`: the statistic's range, for the Wilson fallback where the bootstrap is degenerate (see
+    `bootstrap_mean`)."""
     data = {name: np.asarray(values, dtype=np.float64) for name, values in columns.items()}
     n = len(next(iter(data.values()))) if data else 0
     if n == 0:
         return EMPTY
     value = float(np.asarray(statistic(data, np.ones(n))))
-    if n_boot <= 0 or _cluster_index(n, clusters)[1] < 2:
-        return Estimate(value, NAN, NAN, n)  # resampling off, or one item / cluster: no interval to give
-    replicates = np.asarray(statistic(data, resample_weights(n, clusters, n_boot=n_boot, seed=seed)))
-    low, high = percentile_interval(replicates, confidence)
+    if n_boot <= 0:
+        return Estimate(value, NAN, NAN, n)
+    low, high = NAN, NAN  # one item / cluster: the bootstrap has no interval to give
+    if _cluster_index(n, clusters)[1] >= 2:
+        replicates = np.asarray(statistic(data, resample_weights(n, clusters, n_boot=n_boot, seed=seed)))
+        low, high = percentile_interval(replicates, confidence)
+    if bounds is not None and (math.isnan(low) or low == high) and not math.isnan(value):
+        return _wilson_of_mean(value, n, bounds, confidence)
     return Estimate(value, low, high, n)
+
+
+def _wilson_of_mean(value: float, n: int, bounds: tuple[float, float], confidence: float) -> Estimate:
+    """The Wilson interval of `value` taken as a share of the range `bounds`, mapped back onto it."""
+    lowest, highest = bounds
+    span = highest - lowest
+    share = min(1.0, max(0.0, (value - lowest) / span))
+    w_low, w_high = wilson(share * n, n, confidence)
+    return Estimate(value, lowest + w_low * span, lowest + w_high * span, n)
 
 
 def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -168,16 +183,8 @@ def bootstrap_mean(values: Sequence[float] | np.ndarray, clusters: Sequence[Hash
     interval is the Wilson interval of the mean taken as a share of that range instead. A variable
     confined to a range has at most the variance of a coin flip with the same mean, so this is
     conservative; it keeps a handful of identical scores (two ties: 50, 50) from a zero-width interval."""
-    est = bootstrap({"x": values}, lambda d, w: weighted_mean(d["x"], w), clusters, n_boot=n_boot,
-                    confidence=confidence, seed=seed)
-    degenerate = math.isnan(est.low) or est.low == est.high
-    if bounds is None or est.n == 0 or n_boot <= 0 or not degenerate:
-        return est
-    lowest, highest = bounds
-    span = highest - lowest
-    share = min(1.0, max(0.0, (est.value - lowest) / span))
-    w_low, w_high = wilson(share * est.n, est.n, confidence)
-    return Estimate(est.value, lowest + w_low * span, lowest + w_high * span, est.n)
+    return bootstrap({"x": values}, lambda d, w: weighted_mean(d["x"], w), clusters, n_boot=n_boot,
+                     confidence=confidence, seed=seed, bounds=bounds)
 
 
 K = TypeVar("K", bound=Hashable)

@@ -21,7 +21,7 @@ Which responses each metric counts (failed requests are never scored as pass or 
 | response_tokens | answered, token count known | mean generated tokens | bootstrap |
 | line_pass_rate (LPR) | answered, >= 1 line of 5+ tokens | share with every line in the expected language | Wilson |
 | word_pass_rate (WPR) | line-passing responses in ar, hi, ja, ko, ru, zh | share without an English word | Wilson |
-| lcpr | as LPR and WPR | harmonic mean of LPR and WPR (LPR where WPR does not apply) | bootstrap |
+| lcpr | as LPR and WPR | harmonic mean of LPR and WPR (LPR where WPR does not apply) | bootstrap* |
 | confusion_skipped | answered, no line of 5+ tokens | count (not scored) | |
 | modifier_pass_rate (kind K, or 'all') | answered, check decided by a rule | share passing | Wilson |
 | modifier_undecided_rate (kind K) | answered with modifier K | share not applicable / undecidable | Wilson |
@@ -240,7 +240,7 @@ def _lcpr(items: Sequence[ScoredResponse], *, n_boot: int, confidence: float, se
         return np.nanmean(np.stack(per_language), axis=0) if len(langs) > 1 else per_language[0]
 
     return stats.bootstrap(columns, statistic, [r.pid for r in scored], n_boot=n_boot, confidence=confidence,
-                           seed=seed)
+                           seed=seed, bounds=(0.0, 1.0))
 
 
 def _modifier_metrics(items: list[ScoredResponse], scope: str, add: Callable[..., None],
