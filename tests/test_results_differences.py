@@ -8,6 +8,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from babeltune.evaluate.metrics import ScoredResponse
 from babeltune.experiments.results import (
     ResultRow,
@@ -134,3 +136,18 @@ def test_judge_scored_modifiers_are_graded_by_the_rubric_judge_and_differenced(t
     diffs = difference_rows([], tmp_path, ["base", "formal"], seed=0)
     pooled = next(r for r in diffs if r.metric == "modifier_judge:scientific_style" and r.lang == "all")
     assert pooled.value == 2.0 and pooled.n == 2 and pooled.baseline == "base"
+
+
+def test_report_shows_the_differences_and_marks_those_excluding_zero(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from babeltune.report import build_report
+
+    rows = [ResultRow("x", "all", "correct_language", 0.5, 0.3, 0.7, 40),
+            ResultRow("y", "all", "correct_language", 0.8, 0.65, 0.9, 40),
+            ResultRow("y", "all", "correct_language", 0.3, 0.1, 0.5, 40, baseline="x"),
+            ResultRow("y", "all", "lpr", -0.05, -0.2, 0.1, 40, baseline="x")]
+    write_results(rows, tmp_path, {"conditions": ["x", "y"], "languages": ["en"]})
+    page = build_report(tmp_path).read_text()
+    assert "Differences from x" in page
+    assert "<td class='num excludes-zero'>+30.0 [+10.0, +50.0]*</td>" in page
+    assert "<td class='num'>-5.0 [-20.0, +10.0]</td>" in page
