@@ -58,8 +58,12 @@ def test_tiny_experiment_end_to_end_and_rerun_skips_everything(tmp_path: Path, t
         assert (cond, "all", "sxs") in metrics
         assert (cond, "es", "sxs") in metrics
         assert (cond, "all", "modifier:all_caps") in metrics or (cond, "all", "modifier") in metrics
-    sxs = {(r.condition, r.lang): r for r in rows if r.metric == "sxs"}
+    sxs = {(r.condition, r.lang): r for r in rows if r.metric == "sxs" and r.baseline is None}
     assert sxs[("english_only", "all")].value == 50.0  # against itself: identical responses
+    diffs = {(r.condition, r.lang, r.metric): r for r in rows if r.baseline is not None}
+    assert {r.baseline for r in diffs.values()} == {"english_only"} and {c for c, _, _ in diffs} == {"uniform"}
+    assert ("uniform", "all", "sxs") in diffs and ("uniform", "es", "response_words") in diffs
+    assert diffs[("uniform", "all", "sxs")].value == pytest.approx(sxs[("uniform", "all")].value - 50.0)
     assert sxs[("uniform", "all")].n + sxs[("uniform", "all")].invalid == 6
     generations = (run_dir / "conditions" / "uniform" / "generations" / "eval.jsonl").read_text().splitlines()
     assert len(generations) == 6 and all(json.loads(line)["error"] is None for line in generations)

@@ -11,6 +11,8 @@ Sources (the same string works wherever a command takes `--data`/`--source`):
 - a parallel source of per-language parts aligned by a key (`babeltune.data.parallel`): a YAML file
   listing the parts, `hf:NAME` with several configs (`ar,zh` or `ar=CONFIG,...`), or a folder of
   files named by language (`en.jsonl`, `es.jsonl`).
+- `pasero:DIR` (`@modifiers` / `@alpacaeval` for one set): study B's released evaluation files
+  (`babeltune.data.pasero`).
 
 Rows that are not babeltune records need a language: a `lang`/`language` column, or `lang=` given by
 the caller. Every rejected row is an error naming file, line and field, or, with
@@ -111,6 +113,8 @@ def load_records(
         rows = _iter_jsonl_files([bundled_path(text.split(":", 1)[1])], report)
     elif text.startswith("hf:"):
         rows = _iter_hf(text[3:], hf_split, hf_config, report)
+    elif text.startswith("pasero:"):
+        rows = _iter_pasero(text[len("pasero:"):], report)
     else:
         rows = _iter_jsonl_files(_jsonl_files(Path(text)), report)
     records = _validate_rows(rows, report, on_invalid, lang)
@@ -153,6 +157,14 @@ def _iter_jsonl_files(files: list[Path], report: LoadReport) -> Iterator[Row | R
         digest.update(data)
         for lineno, item in iter_jsonl_rows(data, path):
             yield item if isinstance(item, JSONLError) else (str(path), lineno, item)
+    report.fingerprint = digest.hexdigest()
+
+
+def _iter_pasero(spec: str, report: LoadReport) -> Iterator[Row | RecordError]:
+    from babeltune.data.pasero import iter_pasero
+
+    digest = hashlib.sha256()
+    yield from iter_pasero(spec, digest)
     report.fingerprint = digest.hexdigest()
 
 

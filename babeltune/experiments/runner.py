@@ -40,7 +40,7 @@ from babeltune.experiments.config import Condition, ExperimentConfig, expand_con
 from babeltune.experiments.judging import agreement_rows, rubric_rows, sxs_result_rows
 from babeltune.experiments.layout import ConditionPaths, move_aside, read_generation_rows
 from babeltune.experiments.progress import ProgressPlan, Unit
-from babeltune.experiments.results import ResultRow, write_results
+from babeltune.experiments.results import ResultRow, difference_rows, write_results
 from babeltune.experiments.stages import StageLog, fingerprint
 from babeltune.judge import (
     PairwiseJudge,
@@ -410,6 +410,8 @@ class ExperimentRunner:
                 rows.append(ResultRow(cond.name, "all", "train_loss", float(loss), n=cond.mixture.budget))
         judge_rows, judge_meta = self._judge_all(states)
         rows += judge_rows
+        names = [c.name for c in self.conditions]
+        rows += difference_rows(rows, self.run_dir, names, self.config.judge.reference, seed=self.config.seed)
         meta = self._meta(states, judge_meta)
         write_results(rows, self.run_dir, meta)
         self._write_samples()

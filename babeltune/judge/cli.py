@@ -159,5 +159,5 @@ def cmd_rubric(args: argparse.Namespace) -> int:
                                      encoding="utf-8")
     print("lang  " + " ".join(f"{c[:10]:>10}" for c in RUBRIC_CRITERIA) + "  invalid")
     for lang, s in scores.items():
-        print(f"{lang:<5} " + " ".join(f"{s.criteria[c].mean:>10.2f}" for c in RUBRIC_CRITERIA) + f"  {s.invalid:>7}")
+        print(f"{lang:<5} " + " ".join(f"{s.criteria[c].value:>10.2f}" for c in RUBRIC_CRITERIA) + f"  {s.invalid:>7}")
     return 0

@@ -18,7 +18,7 @@ from babeltune.lazy import export_table, lazy_getattr
 _EXPORTS: dict[str, str] = export_table({
     "babeltune.lens.config": ("ProbeConfig", "SteerConfig"),
     "babeltune.lens.diagnostics": ("LayerDiagnostics", "format_table", "layer_diagnostics"),
-    "babeltune.lens.mc": ("MCItem", "evaluate_mc", "read_mc_items", "summarize", "wilson_interval"),
+    "babeltune.lens.mc": ("MCItem", "evaluate_mc", "read_mc_items", "summarize"),
     "babeltune.lens.probing": ("ProbeResult", "probe", "run_probe"),
     "babeltune.lens.states": ("collect_states", "state_sites"),
     "babeltune.lens.steering": ("Steering", "steer"),
