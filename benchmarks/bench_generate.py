@@ -155,6 +155,20 @@ def same_share(a: dict[str, Any], b: dict[str, Any]) -> str:
     return f"{same}/{len(b)}"
 
 
+def local_grid(grid: list[dict[str, Any]], records: list[Any], settings: DecodingSettings,
+               batch: int) -> dict[str, Any]:
+    """The grid's adapters one after the other on babeltune's local engine, each loaded afresh (timed)."""
+    requests = [GenerationRequest(r.id, r.prompt_messages) for r in records]
+    start, outputs = time.perf_counter(), []
+    for g in grid:
+        backend = LocalBackend.from_pretrained(g["adapter"], dtype="float32", batch_size=batch)
+        outputs.append({r.id: (r.text, r.completion_tokens, r.finish_reason)
+                        for r in backend.generate(requests, settings)})
+        del backend
+    tokens = sum(v[1] or 0 for out in outputs for v in out.values())
+    return {"wall_s": time.perf_counter() - start, "tokens": tokens, "outputs": outputs}
+
+
 def vllm_section(args: argparse.Namespace, records: list[Any], local: LocalBackend, settings: DecodingSettings,
                  texts: dict[str, dict[str, Any]], base_rate: float) -> dict[str, Any]:
     """The vLLM comparisons (see the module docstring); prints them and returns the figures."""
@@ -168,9 +182,11 @@ def vllm_section(args: argparse.Namespace, records: list[Any], local: LocalBacke
         spec = {"model": "gemma-3-270m", "adapters": adapters, "decoding": settings.to_dict(),
                 "records": str(write_records(folder / "prompts.jsonl", records)),
                 "grid_records": str(write_records(folder / "grid.jsonl", grid_records)),
-                "vllm": {"dtype": "float32", "gpu_memory_utilization": args.vllm_memory}, "repeats": 2}
+                "vllm": {"dtype": "float32", "gpu_memory_utilization": args.vllm_memory, "max_model_len": 2048,
+                         "max_lora_rank": args.vllm_max_lora_rank, "max_loras": len(adapters)}, "repeats": 2}
         print(f"\nvLLM worker ({python}) ...", flush=True)
         report = run_vllm_worker(python, spec, folder)
+        local = local_grid(report["grid"], grid_records, settings, args.grid_batch)
     ours, direct = report["base"]["outputs"], report["base"]["direct_outputs"]
     ours_s, direct_s = min(report["base"]["seconds"]["babeltune"]), min(report["base"]["seconds"]["direct"])
     tokens = sum(v[1] for v in ours.values())
@@ -190,16 +206,8 @@ def vllm_section(args: argparse.Namespace, records: list[Any], local: LocalBacke
     print(f"  one vLLM engine: start {report['engine_start_s']:.1f} s + per adapter (attach + generate) "
           + ", ".join(f"{g['attach_s']:.1f}+{g['seconds']:.1f} s" for g in report["grid"])
           + f" = {vllm_wall:.1f} s; {grid_tokens_vllm} tokens, {grid_tokens_vllm / vllm_wall:.1f} tokens/s (wall)")
-    requests = [GenerationRequest(r.id, r.prompt_messages) for r in grid_records]
-    local_wall, local_tokens, equal = 0.0, 0, []
-    for g in report["grid"]:
-        start = time.perf_counter()
-        backend = LocalBackend.from_pretrained(g["adapter"], dtype="float32", batch_size=args.grid_batch)
-        out = {r.id: (r.text, r.completion_tokens, r.finish_reason) for r in backend.generate(requests, settings)}
-        local_wall += time.perf_counter() - start
-        local_tokens += sum(v[1] or 0 for v in out.values())
-        equal.append(same_share(out, g["outputs"]))
-        del backend
+    local_wall, local_tokens = local["wall_s"], local["tokens"]
+    equal = [same_share(out, g["outputs"]) for out, g in zip(local["outputs"], report["grid"], strict=True)]
     print(f"  three local engines (load + generate, batch {args.grid_batch}): {local_wall:.1f} s; {local_tokens} "
           f"tokens, {local_tokens / local_wall:.1f} tokens/s; vLLM / local wall {vllm_wall / local_wall:.2f}x")
     print(f"  outputs equal (vLLM vs local), per adapter: {', '.join(equal)}")
@@ -222,6 +230,7 @@ def main() -> None:
     parser.add_argument("--vllm", action="store_true", help="add vLLM (needs the vLLM environment; see docstring)")
     parser.add_argument("--vllm-python", help="interpreter of the vLLM environment (default .venv-vllm/bin/python)")
     parser.add_argument("--vllm-memory", type=float, default=0.15, help="vLLM gpu_memory_utilization (CPU: RAM share)")
+    parser.add_argument("--vllm-max-lora-rank", type=int, default=16, help="largest adapter rank (--grid-adapters)")
     parser.add_argument("--grid-per-language", type=int, default=0, help="grid prompts per language (0 = all 40)")
     parser.add_argument("--grid-adapters", help="three adapter folders, comma-separated (default: random LoRAs)")
     parser.add_argument("--grid-batch", type=int, default=32, help="the local engines' batch size in the grid")

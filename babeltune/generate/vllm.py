@@ -105,6 +105,20 @@ def _local_model(path: str) -> str:
     )
 
 
+_TOKENIZERS: dict[tuple[str, bool], Any] = {}
+
+
+def _tokenizer(path: str, base: str, trust_remote_code: bool) -> Any:
+    """The tokenizer `load_tokenizer` gives for `path` (an adapter folder without one uses its base's),
+    loaded once per folder: the adapters of a grid share their base's."""
+    from babeltune.models.loading import _has_tokenizer, load_tokenizer
+
+    key = (path if _has_tokenizer(path) else base, trust_remote_code)
+    if key not in _TOKENIZERS:
+        _TOKENIZERS[key] = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    return _TOKENIZERS[key]
+
+
 def engine_key(model_path: str, config: VLLMConfig) -> str:
     """Engines are shared by (model loaded, engine settings); the template is babeltune's, not the engine's."""
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "template"}
@@ -143,7 +157,8 @@ def _start_engine(model_path: str, config: VLLMConfig) -> Any:
     except RuntimeError as exc:  # the engine's own processes failed; their log is above
         raise RuntimeError(f"the vLLM engine for {model_path} did not start: {exc} (on a CPU, "
                            "--vllm-gpu-memory-utilization is the share of RAM for weights, LoRA slots and KV "
-                           "cache: 0.15 suits the default model on 24 GiB)") from exc
+                           "cache; --vllm-max-model-len, --vllm-max-lora-rank and --vllm-max-loras shrink what "
+                           "they need)") from exc
     _ENGINE_STARTS += 1
     return llm
 
@@ -179,10 +194,9 @@ class VLLMBackend:
         """A backend for `model` (the default alias, a model folder, a PEFT adapter folder or a hub id)
         on the cached engine of its base model, started when none is running with these settings."""
         from babeltune.generate.local import loaded_fingerprint
-        from babeltune.models.loading import load_tokenizer
 
         model_path, adapter = resolve_for_engine(str(model))
-        tokenizer = load_tokenizer(adapter or model_path, trust_remote_code=config.trust_remote_code)
+        tokenizer = _tokenizer(adapter or model_path, model_path, config.trust_remote_code)
         engine = _engine_for(model_path, config)
         return cls(engine, tokenizer, model_name=str(model), fingerprint=loaded_fingerprint(model_path, adapter),
                    adapter=adapter, template=config.template)
