@@ -128,6 +128,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
             from babeltune.lens.generation import steer_backend
 
             backend = steer_backend(stack, backend, steer_config_from_args(args), {r.id: r.lang for r in records})
+        if cfg.backend == "vllm":  # shut the engine's processes down when the command ends
+            from babeltune.generate.vllm import release_engines
+
+            stack.callback(release_engines)
         summary = run_generation(records, backend, cfg.decoding, cfg.out, overwrite=cfg.overwrite,
                                  retry_failed=cfg.retry_failed, progress=sys.stderr.isatty())
     print(summary.line())
