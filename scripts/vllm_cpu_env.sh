@@ -29,7 +29,7 @@ echo "$ENV_DIR: building ($PINS + babeltune; a few minutes the first time)"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 # shellcheck disable=SC2086
 "$ENV_DIR/bin/python" -m pip install -q $PINS -e .
-"$ENV_DIR/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+"$ENV_DIR/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec  # pip skips any not installed
 "$ENV_DIR/bin/python" -c "$check"
 echo "$want" > "$STAMP"
 echo "$ENV_DIR: built in $(( $(date +%s) - start )) s"

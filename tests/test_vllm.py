@@ -146,6 +146,12 @@ def test_two_adapters_share_one_engine_and_each_gives_its_own_outputs(vllm_rows:
     assert responses["adapter1"] != responses["base"] and responses["adapter2"] != responses["base"]
 
 
+def test_a_request_the_engine_refuses_fails_alone(vllm_rows: dict[str, Any]) -> None:
+    too_long, answered = sorted(vllm_rows["report"]["failure_check"], key=lambda r: r[0] != "too-long")
+    assert too_long[:2] == ["too-long", "error"] and "vLLM refused the request" in too_long[2]
+    assert answered[1] in ("stop", "length") and answered[2] is None
+
+
 def test_identity_and_cache_key_name_engine_model_and_adapter(vllm_rows: dict[str, Any],
                                                              local_rows: dict[str, Any]) -> None:
     identities = vllm_rows["report"]["identities"]

@@ -81,7 +81,7 @@ class GenerateConfig:
     out: str = ""
     """Output JSONL (also the cache: rerunning resumes). FILE.summary.json is written beside it."""
     model: str = "gemma-3-270m"
-    """Local backend: the default alias, a model or PEFT adapter folder, or a hub id."""
+    """Local and vllm backends: the default alias, a model or PEFT adapter folder, or a hub id."""
     data: str = "bundled:eval"
     """Prompts: bundled:eval|modifiers|train, a .jsonl file or folder, or hf:NAME_OR_PATH."""
     backend: Literal["local", "vllm", "endpoint"] = "local"
