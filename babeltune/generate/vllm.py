@@ -222,12 +222,10 @@ class VLLMBackend:
         return render_prompt(self.tokenizer, self.template, messages)
 
     def stop_ids(self, settings: DecodingSettings) -> list[int]:
-        """The template's end-of-turn ids, and EOS unless `stop_on_eos` is off (as the local backend)."""
-        ids = list(self.template.stop_token_ids(self.tokenizer))
-        eos = self.tokenizer.eos_token_id
-        if settings.stop_on_eos and eos is not None and eos not in ids:
-            ids.append(int(eos))
-        return ids
+        """The local backend's stops: the template's end-of-turn ids, and EOS unless `stop_on_eos` is off."""
+        from babeltune.generate.local import stop_ids
+
+        return stop_ids(self.template, self.tokenizer, settings)
 
     def sampling_params(self, request: GenerationRequest, settings: DecodingSettings) -> Any:
         """`SamplingParams` equivalent to `settings` for one request."""
