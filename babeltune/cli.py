@@ -39,7 +39,19 @@ def command_config(cls: Any, args: argparse.Namespace, flags: dict[str, str],
     from babeltune.config import load_config
 
     typed = {key: getattr(args, attr) for attr, key in flags.items() if getattr(args, attr, None) is not None}
-    return load_config(cls, args.config, args.set, {**(values or {}), **typed})
+    labels = {key: "--" + attr.replace("_", "-") for attr, key in flags.items()}
+    return load_config(cls, args.config, args.set, {**(values or {}), **typed}, labels)
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count that must be at least 1 (e.g. --per-language: 0 is not "all")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def passive_openmp() -> None:

@@ -10,6 +10,8 @@ key and the file, never silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -90,18 +92,43 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
-                values: dict[str, Any] | None = None) -> T:
+                values: dict[str, Any] | None = None, labels: dict[str, str] | None = None) -> T:
     """Build `cls` from a YAML file (optional), then `key=value` overrides (text, read as YAML), then
-    `values` ({"key.sub": value}, already typed: a command's own flags), each layer winning over the last."""
+    `values` ({"key.sub": value}, already typed: a command's own flags), each layer winning over the last.
+
+    An error names where the offending value came from: the YAML file, the override's text
+    (`override 'lr=abc'`) or the flag (`labels`: key -> how the user wrote it, e.g. `--temperature`)."""
+    where = str(path) if path else "command line"
     data = read_yaml(path) if path is not None else {}
-    data = apply_overrides(data, overrides or [])
+    origins: dict[str, str] = {}
+    for text in overrides or []:
+        key_path, value = parse_override(text)
+        _set_key(data, key_path, value, f"override {text!r}")
+        origins[".".join(key_path)] = f"override {text!r}"
     for key, value in (values or {}).items():
-        _set_key(data, key.split("."), value, f"option {key!r}")
-    return from_dict(cls, data, where=str(path) if path else "command line")
+        label = (labels or {}).get(key, f"option {key!r}")
+        _set_key(data, key.split("."), value, label)
+        origins[key] = label
+    return from_dict(cls, data, where=where, origins=origins)
 
 
-def from_dict(cls: type[T], data: dict[str, Any], where: str = "config", prefix: str = "") -> T:
-    """Build dataclass `cls` from a mapping, checking keys and converting values to field types."""
+def _origin(origins: dict[str, str], key: str, default: str) -> str:
+    """Where the value of dotted `key` was set: the innermost setting that covers it."""
+    parts = key.split(".")
+    for n in range(len(parts), 0, -1):
+        found = origins.get(".".join(parts[:n]))
+        if found is not None:
+            return found
+    return default
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config", prefix: str = "",
+              origins: dict[str, str] | None = None) -> T:
+    """Build dataclass `cls` from a mapping, checking keys and converting values to field types.
+
+    `where` names the source of the mapping in errors; `origins` (dotted key -> source) overrides it
+    for values set elsewhere (a command-line override or flag)."""
+    origins = origins or {}
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
     if not isinstance(data, dict):
@@ -111,19 +138,22 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config", prefix:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(prefix + k for k in unknown)}; "
+            f"{_origin(origins, prefix + unknown[0], where)}: unknown key(s) {', '.join(prefix + k for k in unknown)}; "
             f"known keys{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(fields))}"
         )
-    kwargs = {name: _convert(data[name], hints[name], where, prefix + name) for name in data}
+    kwargs = {name: _convert(data[name], hints[name], _origin(origins, prefix + name, where), prefix + name,
+                             origins) for name in data}
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         if isinstance(exc, ConfigError):
             raise
-        raise ConfigError(f"{where}: {prefix.rstrip('.') or cls.__name__}: {exc}") from exc
+        named = [name for name in data if re.search(rf"\b{re.escape(name)}\b", str(exc))]  # the field it blames
+        sources = dict.fromkeys(_origin(origins, prefix + name, where) for name in named or data)
+        raise ConfigError(f"{', '.join(sources) or where}: {prefix.rstrip('.') or cls.__name__}: {exc}") from exc
 
 
-def _convert(value: Any, hint: Any, where: str, key: str) -> Any:
+def _convert(value: Any, hint: Any, where: str, key: str, origins: dict[str, str] | None = None) -> Any:
     origin = get_origin(hint)
     args = get_args(hint)
     if origin in (Union, types.UnionType):
@@ -134,7 +164,7 @@ def _convert(value: Any, hint: Any, where: str, key: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _convert(value, arg, where, key)
+                return _convert(value, arg, where, key, origins)
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {key}: {value!r} fits none of {hint}")
@@ -148,15 +178,15 @@ def _convert(value: Any, hint: Any, where: str, key: str) -> Any:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: {key} must be a list, got {value!r}")
         item_type = args[0] if args else Any
-        items = [_convert(v, item_type, where, f"{key}[{i}]") for i, v in enumerate(value)]
+        items = [_convert(v, item_type, where, f"{key}[{i}]", origins) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: {key} must be a mapping, got {value!r}")
         vtype = args[1] if len(args) == 2 else Any
-        return {str(k): _convert(v, vtype, where, f"{key}.{k}") for k, v in value.items()}
+        return {str(k): _convert(v, vtype, where, f"{key}.{k}", origins) for k, v in value.items()}
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        return from_dict(hint, value, where, prefix=f"{key}.")
+        return from_dict(hint, value, where, prefix=f"{key}.", origins=origins)
     if hint is Any:
         return value
     if hint is bool:
@@ -170,14 +200,12 @@ def _convert(value: Any, hint: Any, where: str, key: str) -> Any:
             return int(value)
         raise ConfigError(f"{where}: {key} must be an integer, got {value!r}")
     if hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
+        number = _as_float(value)
+        if number is None:
+            raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: {key} must be a finite number, got {value!r}")
+        return number
     if hint is str:
         if isinstance(value, str):
             return value
@@ -189,6 +217,16 @@ def _convert(value: Any, hint: Any, where: str, key: str) -> Any:
             return Path(value)
         raise ConfigError(f"{where}: {key} must be a path, got {value!r}")
     return value
+
+
+def _as_float(value: Any) -> float | None:
+    """A number (or a string that spells one) as a float; None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -88,12 +88,6 @@ LANGUAGES: dict[str, Language] = {lang.code: lang for lang in _TABLE}
 STUDY_A_LANGUAGES: tuple[str, ...] = ("ar", "zh", "cs", "en", "et", "fi", "he", "hi", "it", "ru", "es", "sw")
 """The twelve languages of study A (Shaham et al., 2024), in the paper's order."""
 
-STUDY_A_SEEN: tuple[str, ...] = ("en", "ar", "fi", "it", "ru", "sw")
-"""Study A's seen tuning languages for the seen/unseen experiment."""
-
-STUDY_A_UNSEEN: tuple[str, ...] = ("cs", "et", "he", "hi", "es", "zh")
-"""Study A's held-out evaluation languages for the seen/unseen experiment."""
-
 CENTRAL_LANGUAGE = "en"
 
 _ALIASES: dict[str, str] = {

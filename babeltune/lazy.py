@@ -4,8 +4,19 @@ use, so importing the package (e.g. for `babeltune --help`) does not load torch.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+
+def export_table(modules: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """Name -> owning module, from each module's exported names (each name declared once)."""
+    table: dict[str, str] = {}
+    for module, names in modules.items():
+        for name in names:
+            if name in table:
+                raise ValueError(f"{name!r} is exported by both {table[name]} and {module}")
+            table[name] = module
+    return table
 
 
 def lazy_getattr(package: str, exports: dict[str, str]) -> Callable[[str], Any]:

@@ -80,3 +80,22 @@ def tiny_model(tokenizer: Any, seed: int = 0, **config_overrides: Any) -> Any:
     model = Gemma3ForCausalLM(tiny_config(tokenizer, **config_overrides))
     model.eval()
     return model
+
+
+def tiny_adapter(base_dir: Any, out_dir: Any, seed: int = 1, r: int = 4, scale: float = 5.0) -> Any:
+    """Save a LoRA adapter of the tiny model saved in `base_dir` to `out_dir` (its config names
+    `base_dir` as the base), with random, visibly output-changing weights drawn from `seed`."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir))
+    lora = get_peft_model(base, LoraConfig(r=r, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in lora.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * (scale if "lora_B" in name else 1.0))
+    lora.peft_config["default"].base_model_name_or_path = str(base_dir)
+    lora.save_pretrained(str(out_dir))
+    return out_dir

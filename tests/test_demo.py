@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -34,17 +35,25 @@ def test_demo_overrides_and_help() -> None:
 
 
 def test_summary_table() -> None:
-    rows = [ResultRow("english_only", "all", "sxs", 50.0, 50.0, 50.0, 24, judge="reference"),
-            ResultRow("pinch40", "all", "sxs", 61.5, 55.0, 68.0, 24, judge="reference"),
+    rows = [ResultRow("english_only", "all", "sxs", 50.0, 50.0, 50.0, 24, judge="reference",
+                      reference="english_only"),
+            ResultRow("pinch40", "all", "sxs", 61.5, 55.0, 68.0, 24, judge="reference", reference="english_only"),
             ResultRow("pinch40", "es", "sxs", 75.0, 60.0, 90.0, 2, judge="reference"),
             ResultRow("pinch40", "all", "correct_language", 0.625, 0.5, 0.75, 24),
-            ResultRow("pinch40", "all", "train_loss", 1.234, n=80)]
+            ResultRow("pinch40", "all", "train_loss", 1.234, n=80),
+            ResultRow("pinch40", "all", "correct_language", 0.125, 0.05, 0.2, 24, baseline="english_only"),
+            ResultRow("pinch40", "all", "sxs", 11.5, -2.0, 20.0, 24, judge="reference", baseline="english_only")]
     text = summary_table(rows, ["english_only", "pinch40", "uniform"], "reference")
     lines = text.splitlines()
     assert lines[0].split()[:3] == ["condition", "train", "loss"]
     pinch = next(line for line in lines if line.startswith("pinch40 "))
     assert "1.234" in pinch and "61.5 [55.0-68.0]" in pinch and "62.5 [50.0-75.0]" in pinch
-    assert next(line for line in lines if line.startswith("uniform ")).count("n/a") == 4
+    # The reference judged against itself is 50 by construction: no zero-width "[50.0-50.0]".
+    assert "(itself)" in next(line for line in lines if line.startswith("english_only ")) and "50.0-50.0" not in text
+    assert next(line for line in lines if line.startswith("uniform ")).count("n/a") == 5
+    title = next(i for i, line in enumerate(lines) if line.startswith("Paired differences vs english_only"))
+    diff = next(line for line in lines[title:] if line.startswith("pinch40 "))
+    assert "+11.5 [-2.0, +20.0] " in diff + " " and "+12.5 [+5.0, +20.0]*" in diff
     assert "es" in text.splitlines()[-4] and text.splitlines()[-2].split()[-1] == "75"
 
 
@@ -66,6 +75,20 @@ def test_shrunken_demo_on_the_default_model(tmp_path: Path) -> None:
     assert sxs[("english_only", "all")] == 50.0 and ("uniform", "es") in sxs
     assert {r.condition for r in rows if r.metric == "train_loss"} == {"english_only", "uniform"}
     assert summary.report is not None and summary.report.exists()
+    text = summary_table(rows, ["english_only", "uniform"], "reference")
+    assert "Paired differences vs english_only" in text
+    assert zero_width_intervals(text) == [], text
+
+
+def zero_width_intervals(text: str) -> list[str]:
+    """Every "[a-b]" / "[a, b]" interval of `text` whose bounds are equal."""
+    found = re.findall(r"\[([-+]?\d+(?:\.\d+)?)(?:-|, )([-+]?\d+(?:\.\d+)?)\]", text)
+    return [f"[{a}, {b}]" for a, b in found if float(a) == float(b)]
+
+
+def test_zero_width_detector() -> None:
+    assert zero_width_intervals("50.0 [50.0-50.0] and +0.0 [+0.0, +0.0]*") == ["[50.0, 50.0]", "[+0.0, +0.0]"]
+    assert zero_width_intervals("41.7 [25.0-62.5] +1.0 [-2.0, +3.0]") == []
 
 
 def test_demo_and_run_quiet_the_hub_progress_bars_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:

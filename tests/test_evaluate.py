@@ -9,11 +9,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from babeltune.cli import main
-from babeltune.evaluate import EvalConfig, bootstrap_ci, evaluate
+from babeltune.evaluate import EvalConfig, evaluate
 
 EN = "Store the bread in a cloth bag at room temperature, never in the fridge."
 ES = "Guarda el pan en una bolsa de tela a temperatura ambiente, nunca en la nevera."
@@ -46,18 +45,6 @@ def sample_rows() -> list[dict[str, Any]]:
         row(8, "zh", ZH, tokens=12),
         row(9, "zh", None, {"kind": "list_items", "n": 2}, error="timed out"),
     ]
-
-
-def test_bootstrap_ci() -> None:
-    low, high = bootstrap_ci([0.0, 1.0] * 50, n_boot=2000, seed=1)
-    assert 0.38 < low < 0.5 < high < 0.62
-    assert bootstrap_ci([0.0, 1.0] * 50, seed=1) == bootstrap_ci([0.0, 1.0] * 50, seed=1)
-    assert bootstrap_ci([1.0] * 7) == (1.0, 1.0)
-    assert bootstrap_ci([0.3]) == (0.3, 0.3)
-    assert all(math.isnan(v) for v in bootstrap_ci([]))
-    values = np.random.default_rng(0).random(200)
-    low, high = bootstrap_ci(values)
-    assert low < values.mean() < high
 
 
 def test_metrics_per_language_and_overall(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from babeltune.evaluate import (
     identify,
     parse_modifier,
 )
+from babeltune.evaluate.modifiers import JUDGE_SCORED_KINDS
 
 
 def run(spec: dict, response: str, lang: str, detected: str | None = None) -> bool | None:  # type: ignore[type-arg]
@@ -122,13 +123,35 @@ def test_arrows() -> None:
     assert run(spec, "- हाँ\n- नहीं", "hi") is False
 
 
-def test_empty_response_fails_every_kind() -> None:
+def test_empty_response_fails_every_rule_checked_kind() -> None:
     specs = [{"kind": "answer_language", "lang": "en"}, {"kind": "html_page"}, {"kind": "markdown_headings"},
-             {"kind": "list_items", "n": 1}, {"kind": "max_words", "n": 10}, {"kind": "all_caps"}, {"kind": "arrows"}]
-    assert sorted(s["kind"] for s in specs) == sorted(MODIFIER_KINDS)
+             {"kind": "list_items", "n": 1}, {"kind": "max_words", "n": 10}, {"kind": "all_caps"}, {"kind": "arrows"},
+             {"kind": "short"}, {"kind": "long"}]
+    assert sorted(s["kind"] for s in specs) == sorted(set(MODIFIER_KINDS) - JUDGE_SCORED_KINDS)
     for spec in specs:
         result = check_modifier(spec, "  ", CheckContext(lang="en"))
         assert result.passed is False and result.reason == "empty response"
+
+
+def test_short_and_long_thresholds_in_words_and_characters() -> None:
+    assert run({"kind": "short"}, " ".join(["word"] * 60), "en") is True
+    assert run({"kind": "short"}, " ".join(["word"] * 61), "en") is False
+    assert run({"kind": "long"}, " ".join(["слово"] * 150), "ru") is True
+    assert run({"kind": "long"}, " ".join(["слово"] * 149), "ru") is False
+    # Languages without spaces: 1.5 characters per word (60 -> 90, 150 -> 225).
+    assert run({"kind": "short"}, "水" * 90, "zh") is True and run({"kind": "short"}, "水" * 91, "zh") is False
+    assert run({"kind": "long"}, "水" * 225, "zh") is True and run({"kind": "long"}, "水" * 224, "zh") is False
+    assert run({"kind": "short", "n": 5}, "one two three four five six", "en") is False
+    reason = check_modifier({"kind": "long"}, "two words", CheckContext(lang="en")).reason
+    assert reason == "2 words, a long answer is at least 150"
+
+
+@pytest.mark.parametrize("kind", ["scientific_style", "simple_style", "complex_inst"])
+def test_style_kinds_are_judge_scored_never_passed_by_a_rule(kind: str) -> None:
+    for response in ("A perfectly fine answer in plain words.", ""):
+        result = check_modifier({"kind": kind}, response, CheckContext(lang="en"))
+        assert result.passed is None and result.reason.startswith("judge-scored")
+    assert kind in JUDGE_SCORED_KINDS
 
 
 @pytest.mark.parametrize("raw,message", [
@@ -181,4 +204,6 @@ def test_every_bundled_reference_passes_its_check_and_is_in_the_expected_languag
         assert result.passed is True, (rec.id, result)
         kinds[result.kind] += 1
         langs.add(rec.lang)
-    assert set(kinds) == set(MODIFIER_KINDS) and len(langs) == 12
+    # The bundled set carries the seven formatting / language kinds; study B's short, long and style kinds come
+    # with its released files (data source pasero:DIR).
+    assert set(kinds) == set(MODIFIER_KINDS) - {"short", "long"} - JUDGE_SCORED_KINDS and len(langs) == 12

@@ -137,7 +137,7 @@ def test_run_produces_the_results_table_and_report(tmp_path: Path) -> None:
     pipe = FakePipeline()
     summary = run_experiment(cfg, tmp_path / "run", pipe, progress=False)
     rows, meta = read_results(tmp_path / "run")
-    sxs = {(r.condition, r.lang): r for r in rows if r.metric == "sxs"}
+    sxs = {(r.condition, r.lang): r for r in rows if r.metric == "sxs" and r.baseline is None}
     assert sxs[("mono-en", "es")].value == 50.0  # identical responses: ties
     assert sxs[("mono-es", "all")].value == 100.0 and sxs[("mono-es", "all")].n == 12
     assert sxs[("pinch", "sw")].reference == "mono-en" and sxs[("pinch", "sw")].judge == "reference"
@@ -194,7 +194,6 @@ def test_missing_reference_is_listed_not_scored(tmp_path: Path) -> None:
 def test_every_shipped_experiment_loads_expands_and_builds_its_stage_configs() -> None:
     from babeltune.experiments.cli import experiments_dir, shipped_experiments
     from babeltune.experiments.config import load_experiment
-    from babeltune.experiments.pipeline import check_stage_configs
     from babeltune.experiments.training import train_config
 
     names = shipped_experiments()
@@ -204,7 +203,6 @@ def test_every_shipped_experiment_loads_expands_and_builds_its_stage_configs() -
     for name in names:
         cfg = load_experiment(experiments_dir() / f"{name}.yaml")
         conditions = expand_conditions(cfg)
-        check_stage_configs(cfg)
         for cond in conditions:
             train_config(cfg, cond, Path("mix.jsonl"), Path("out"))
         sizes[name] = len(conditions)
@@ -221,7 +219,8 @@ def test_rubric_stage_scores_every_eval_response_and_resumes(tmp_path: Path) -> 
     run_experiment(cfg, tmp_path / "run", pipe, progress=False, report=False)
     assert pipe.calls["rubric"] == 3 * 12  # every eval response of the three conditions
     rows, _ = read_results(tmp_path / "run")
-    helpful = {r.condition: r.value for r in rows if r.metric == "rubric:helpfulness" and r.lang == "all"}
+    helpful = {r.condition: r.value for r in rows if r.metric == "rubric:helpfulness" and r.lang == "all"
+               and r.baseline is None}
     assert helpful == {"mono-en": 1.0, "mono-es": 1.0, "pinch": 3.0}
     again = FakePipeline()
     run_experiment(cfg, tmp_path / "run", again, progress=False, report=False)
@@ -256,5 +255,5 @@ def test_second_judge_gives_agreement_rows_and_report_section(tmp_path: Path) ->
     assert set(agree) == {"mono-en", "mono-es", "pinch"} and agree["pinch"].value == 1.0
     assert agree["pinch"].judge == "reference vs llm" and agree["pinch"].n == 12
     assert meta["judges"] == ["reference", "llm"]
-    assert {r.judge for r in rows if r.metric == "sxs"} == {"reference", "llm"}
+    assert {r.judge for r in rows if r.metric == "sxs" and r.baseline is None} == {"reference", "llm"}
     assert summary.report is not None and "reference vs llm" in summary.report.read_text()

@@ -58,8 +58,12 @@ def test_tiny_experiment_end_to_end_and_rerun_skips_everything(tmp_path: Path, t
         assert (cond, "all", "sxs") in metrics
         assert (cond, "es", "sxs") in metrics
         assert (cond, "all", "modifier:all_caps") in metrics or (cond, "all", "modifier") in metrics
-    sxs = {(r.condition, r.lang): r for r in rows if r.metric == "sxs"}
+    sxs = {(r.condition, r.lang): r for r in rows if r.metric == "sxs" and r.baseline is None}
     assert sxs[("english_only", "all")].value == 50.0  # against itself: identical responses
+    diffs = {(r.condition, r.lang, r.metric): r for r in rows if r.baseline is not None}
+    assert {r.baseline for r in diffs.values()} == {"english_only"} and {c for c, _, _ in diffs} == {"uniform"}
+    assert ("uniform", "all", "sxs") in diffs and ("uniform", "es", "response_words") in diffs
+    assert diffs[("uniform", "all", "sxs")].value == pytest.approx(sxs[("uniform", "all")].value - 50.0)
     assert sxs[("uniform", "all")].n + sxs[("uniform", "all")].invalid == 6
     generations = (run_dir / "conditions" / "uniform" / "generations" / "eval.jsonl").read_text().splitlines()
     assert len(generations) == 6 and all(json.loads(line)["error"] is None for line in generations)
@@ -67,3 +71,53 @@ def test_tiny_experiment_end_to_end_and_rerun_skips_everything(tmp_path: Path, t
     again = run_experiment(cfg, run_dir, progress=False)
     assert again.ran == []
     assert [r.to_dict() for r in read_results(run_dir)[0]] == [r.to_dict() for r in rows]
+
+
+def test_endpoint_backend_serves_each_condition_as_a_runtime_adapter(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """`generate.backend: endpoint` against `babeltune serve --enable-lora` on loopback: each condition's
+    adapter is loaded through the dynamic LoRA routes, generates, is unloaded, and every response equals
+    the one the local backend gives with the same adapter."""
+    from babeltune.generate.local import LocalBackend
+    from babeltune.generate.server import start_server
+
+    base = tiny_experiment(tmp_path, tiny_model_dir)
+    local_cfg = from_dict(ExperimentConfig, {**_as_dict(base), "judge": {"kind": "none"},
+                                             "train": {**base.train, "merge": False}})
+    run_experiment(local_cfg, tmp_path / "local", progress=False)
+
+    backend = LocalBackend.from_pretrained(str(tiny_model_dir), batch_size=4)
+    server, _thread = start_server(backend, served_name="tiny", lora_base=str(tiny_model_dir))
+    try:
+        endpoint_cfg = from_dict(ExperimentConfig, {
+            **_as_dict(local_cfg),
+            "generate": {**_as_dict(local_cfg)["generate"], "backend": "endpoint",
+                         "endpoint": {"url": server.url, "model": "tiny", "api_key_env": "", "max_retries": 0}}})
+        run_experiment(endpoint_cfg, tmp_path / "endpoint", progress=False)
+        models = json.loads(_get(server.url + "/models"))["data"]
+        assert [m["id"] for m in models] == ["tiny"]  # every adapter was unloaded after its condition
+    finally:
+        server.shutdown()
+        server.server_close()
+    for cond in ("english_only", "uniform"):
+        for split in ("eval", "modifiers"):
+            name = f"conditions/{cond}/generations/{split}.jsonl"
+            local = [json.loads(x) for x in (tmp_path / "local" / name).read_text().splitlines()]
+            remote = [json.loads(x) for x in (tmp_path / "endpoint" / name).read_text().splitlines()]
+            assert all(r["error"] is None for r in remote)
+            assert {r["model"]["backend"] for r in remote} == {"endpoint"}
+            assert {r["model"]["model"] for r in remote} == {f"{cond}-" + remote[0]["model"]["model"].split("-")[-1]}
+            assert {r["id"]: r["response"] for r in remote} == {r["id"]: r["response"] for r in local}
+            assert len(remote) == len(local) == 6
+
+
+def _as_dict(config: ExperimentConfig) -> dict[str, Any]:
+    from babeltune.config import to_dict
+
+    return to_dict(config)
+
+
+def _get(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.read().decode("utf-8")

@@ -53,13 +53,16 @@ class EchoBackend:
                 yield GenerationResult(req.id, text, "stop", len(req.messages[-1].content), 3)
 
 
-def make_records(n: int, langs: Sequence[str] = ("en", "es", "zh")) -> list[ChatRecord]:
+def make_records(n: int, langs: Sequence[str] = ("en", "es", "zh"), same_prompts: bool = False) -> list[ChatRecord]:
+    """n records; with `same_prompts`, records 2k and 2k+1 ask the same prompt in the same language under
+    different ids."""
     records = []
     for i in range(n):
-        lang = langs[i % len(langs)]
+        lang = langs[(i // 2 if same_prompts else i) % len(langs)]
         meta: dict[str, Any] = {"split": "modifiers", "modifier": {"kind": "list_items", "n": 3}} if i % 2 else {}
+        prompt = f"prompt {i - i % 2 if same_prompts else i}"
         records.append(ChatRecord(f"q{i:03d}-{lang}", f"q{i:03d}", lang,
-                                  (Message("user", f"prompt {i}"), Message("assistant", f"reference {i}")), meta))
+                                  (Message("user", prompt), Message("assistant", f"reference {i}")), meta))
     return records
 
 
@@ -146,14 +149,19 @@ import sys
 sys.path.insert(0, {tests!r})
 from test_generate_runner import EchoBackend, SETTINGS, make_records
 from babeltune.generate import run_generation
-run_generation(make_records({n}), EchoBackend(delay={delay}), SETTINGS, {out!r})
+run_generation(make_records({n}, same_prompts={dup}), EchoBackend(delay={delay}), SETTINGS, {out!r})
 """
 
 
-def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+def _essentials(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return sorted((r["id"], r["key"], r["prompt"], r["response"], r["finish_reason"], r["error"]) for r in rows)
+
+
+@pytest.mark.parametrize("same_prompts", [False, True], ids=["distinct prompts", "pairs of records share a prompt"])
+def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path: Path, same_prompts: bool) -> None:
     n = 40
     out = tmp_path / "g.jsonl"
-    code = _CHILD.format(tests=str(Path(__file__).parent), n=n, delay=0.05, out=str(out))
+    code = _CHILD.format(tests=str(Path(__file__).parent), n=n, delay=0.05, dup=same_prompts, out=str(out))
     child = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -165,17 +173,47 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path: Path) -> Non
     done_before = out.read_text().count("\n")
     assert 5 <= done_before < n, "the child should have been killed mid-run"
     backend = EchoBackend()
-    summary = run_generation(make_records(n), backend, SETTINGS, out)
+    records = make_records(n, same_prompts=same_prompts)
+    summary = run_generation(records, backend, SETTINGS, out)
     assert summary.reused == done_before and summary.generated == n - done_before
     rows = read_generations(out)  # raises on any duplicate id
-    assert sorted(r["id"] for r in rows) == sorted(r.id for r in make_records(n))
+    assert sorted(r["id"] for r in rows) == sorted(r.id for r in records)
     assert all(r["response"] == f"echo: {r['prompt']}" for r in rows)
     assert len(set(backend.calls) & {r["id"] for r in rows[:done_before]}) == 0
+    uninterrupted = tmp_path / "uninterrupted.jsonl"
+    run_generation(records, EchoBackend(), SETTINGS, uninterrupted)
+    assert _essentials(rows) == _essentials(read_generations(uninterrupted))
+
+
+def test_records_with_the_same_prompt_each_get_a_row(tmp_path: Path) -> None:
+    """Before: rows were keyed by (model, prompt, settings) only, so the second record was dropped."""
+    records = make_records(6, same_prompts=True)
+    out = tmp_path / "g.jsonl"
+    backend = EchoBackend()
+    summary = run_generation(records, backend, SETTINGS, out)
+    assert (summary.requested, summary.generated, summary.same_prompt) == (6, 6, 3)
+    assert "6 generated (3 sharing the answer of an identical prompt)" in summary.line()
+    assert backend.calls == ["q000-en", "q002-es", "q004-zh"], "greedy: one request per distinct prompt"
+    rows = read_generations(out)
+    assert [r["id"] for r in rows] == [r.id for r in records]
+    assert rows[1]["response"] == rows[0]["response"] and rows[1]["extra"]["same_prompt_as"] == "q000-en"
+    # a record added later with a prompt already answered takes the stored answer, without a request;
+    # the same prompt in another language is asked (a steered model answers per language)
+    more = [*records, ChatRecord("late-es", "late", "es", (Message("user", "prompt 2"),), {}),
+            ChatRecord("late-en", "late", "en", (Message("user", "prompt 2"),), {})]
+    again = EchoBackend()
+    summary = run_generation(more, again, SETTINGS, out)
+    assert (summary.reused, summary.generated, summary.same_prompt, again.calls) == (6, 2, 1, ["late-en"])
+    assert [r["response"] for r in read_generations(out)[-2:]] == ["echo: prompt 2"] * 2
+    # sampling: each record has its own seed, so each gets its own request
+    sampled = EchoBackend()
+    run_generation(records, sampled, DecodingSettings(max_new_tokens=8, temperature=0.7), tmp_path / "s.jsonl")
+    assert len(sampled.calls) == 6 and len(read_generations(tmp_path / "s.jsonl")) == 6
 
 
 def test_two_writers_on_one_file_are_refused(tmp_path: Path) -> None:
     out = tmp_path / "g.jsonl"
-    code = _CHILD.format(tests=str(Path(__file__).parent), n=200, delay=0.05, out=str(out))
+    code = _CHILD.format(tests=str(Path(__file__).parent), n=200, delay=0.05, dup=False, out=str(out))
     child = subprocess.Popen([sys.executable, "-c", code])
     try:
         deadline = time.time() + 60

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +20,6 @@ from babeltune.judge import (
     RubricItem,
     SxSItem,
     SxSJudgement,
-    bootstrap_mean,
     chrf,
     combine_orders,
     judge_agreement,
@@ -103,7 +101,7 @@ def test_first_position_judge_gives_50_everywhere() -> None:
     assert set(scores) == {*LANGS, "all"}
     for s in scores.values():
         assert s.score == 50.0 and s.ties == s.n and s.invalid == 0
-        assert s.low == 50.0 and s.high == 50.0
+        assert s.low < 50.0 < s.high  # all ties: a Wilson floor on the 0-100 range, never a zero-width interval
     assert judge.calls == 2 * len(items)  # both orders asked
 
 
@@ -281,8 +279,36 @@ def test_rubric_judge_strict_with_retry_and_invalid_counted() -> None:
     assert [j.attempts for j in judgements] == [1, 2, 2]
     assert judgements[2].scores is None
     scores = rubric_scores(judgements)["es"]
-    assert scores.invalid == 1 and scores.criteria["accuracy"].n == 2 and scores.criteria["accuracy"].mean == 1.0
+    assert scores.invalid == 1 and scores.criteria["accuracy"].n == 2 and scores.criteria["accuracy"].value == 1.0
     assert len(cache) == 3
+
+
+def test_rubric_judge_scores_a_judge_scored_modifier_on_a_seventh_criterion() -> None:
+    prompts: list[str] = []
+
+    def fake(messages: list[dict[str, str]]) -> str:
+        text = messages[-1]["content"]
+        prompts.append(text)
+        if "modifier:" not in text:
+            return json.dumps(GOOD_RUBRIC)
+        return json.dumps({**GOOD_RUBRIC, "modifier": 3 if "formal" in text else 1})
+
+    items = [RubricItem("a", "p1", "es", "q", "plain"), RubricItem("b", "p2", "es", "q", "formal", "scientific_style"),
+             RubricItem("c", "p3", "es", "q", "chatty", "scientific_style")]
+    cache = JudgementCache()
+    judgements = run_rubric(items, LLMRubricJudge(FunctionBackend(fake)), cache)
+    assert "seven criteria" in prompts[1] and "a scientific, academic style" in prompts[1]
+    assert "modifier" not in prompts[0]
+    assert [j.scores and j.scores.get("modifier") for j in judgements] == [None, 3, 1]
+    assert [j.modifier for j in judgements] == [None, "scientific_style", "scientific_style"]
+    scores = rubric_scores(judgements)["es"]
+    assert scores.criteria["modifier"].value == 2.0 and scores.criteria["modifier"].n == 2
+    assert scores.criteria["fluency"].n == 3
+    # Six keys where seven are asked for is not a valid reply.
+    assert parse_rubric(json.dumps(GOOD_RUBRIC), (*GOOD_RUBRIC, "modifier")) is None
+    # The same response judged without and with the modifier is two cache entries.
+    run_rubric([RubricItem("d", "p1", "es", "q", "formal")], LLMRubricJudge(FunctionBackend(fake)), cache)
+    assert len(cache) == 4
 
 
 class FakeEncoder:
@@ -374,11 +400,3 @@ def test_judge_agreement() -> None:
     invalid = [SxSJudgement(j.id, j.pid, j.lang, "invalid", (None, None), (2, 2), ("", "")) for j in oracle[:2]]
     partial = judge_agreement(invalid + oracle[2:], oracle)
     assert partial.n == 4 and partial.excluded == 2
-
-
-def test_bootstrap_mean() -> None:
-    ci = bootstrap_mean([0, 1] * 20, seed=3)
-    assert ci.mean == 0.5 and ci.low < 0.5 < ci.high and ci.n == 40
-    assert bootstrap_mean([0, 1] * 20, seed=3) == ci
-    empty = bootstrap_mean([])
-    assert empty.n == 0 and math.isnan(empty.mean)

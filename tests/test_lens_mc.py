@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from babeltune.lens.mc import MCItem, evaluate_mc, read_mc_items, summarize, wilson_interval
+from babeltune.lens.mc import MCItem, evaluate_mc, read_mc_items, summarize
 
 
 def _write(path: Path, rows: list[Any]) -> Path:
@@ -38,17 +38,11 @@ def test_read_items(tmp_path: Path) -> None:
     ({"lang": "en", "choices": ["a", "b"], "label": 0}, r"mc.jsonl:2: field 'question'"),
     ({"lang": "en", "question": "q", "choices": ["a"], "label": 0}, r"mc.jsonl:2: field 'choices'"),
     ({"lang": "en", "question": "q", "choices": ["a", "b"], "label": 2}, r"mc.jsonl:2: field 'label'"),
-    ("{not json", r"mc.jsonl:2: not valid JSON"),
+    ("{not json", r"mc.jsonl:2: field '<line>': not valid JSON"),
 ])
 def test_read_errors_name_the_line_and_field(tmp_path: Path, row: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         read_mc_items(_write(tmp_path / "mc.jsonl", [ITEMS[0], row]))
-
-
-def test_wilson_interval() -> None:
-    low, high = wilson_interval(8, 10)
-    assert low == pytest.approx(0.4902, abs=1e-3) and high == pytest.approx(0.9433, abs=1e-3)
-    assert wilson_interval(0, 5)[0] == 0.0 and wilson_interval(5, 5)[1] == 1.0
 
 
 def test_loglik_matches_a_hand_computation(tiny_tok: Any, tiny_lm: Any) -> None:

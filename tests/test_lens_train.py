@@ -88,6 +88,9 @@ def test_lens_train_command(tiny_tok: Any, tmp_path: Path) -> None:
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["tokens"] > 0 and summary["trainable_params"] > 0
     assert (run / "final" / "model.safetensors").exists() and (run / "run.json").exists()
+    from babeltune.models.chat import GEMMA_CHAT_TEMPLATE
+
+    assert json.loads((run / "final" / "tokenizer_config.json").read_text())["chat_template"] == GEMMA_CHAT_TEMPLATE
     # the trained model is another model: its own subspace must be probed (or the check overridden)
     assert main(["lens", "steer", "--model", str(run / "final"), "--steer", str(tmp_path / "sub"),
                  "--prompt", "es:hola", "--max-new-tokens", "2"]) == 2

@@ -96,7 +96,8 @@ def test_wrong_token_is_a_recorded_failure_without_retries(served: Any, monkeypa
     summary = run_generation(records, client, DecodingSettings(max_new_tokens=4), tmp_path / "g.jsonl")
     assert summary.failed == 2 and summary.generated == 0
     rows = read_generations(tmp_path / "g.jsonl")
-    assert all(r["error"].startswith("HTTP 401") and r["extra"]["attempts"] == 1 for r in rows)
+    assert all(r["error"] == f"{server.url}/chat/completions: HTTP 401: missing or wrong bearer token"
+               and r["extra"]["attempts"] == 1 for r in rows)
     with pytest.raises(EndpointError, match="HTTP 401"):
         _client(server.url, monkeypatch, token=None).list_models()
 
@@ -197,15 +198,25 @@ class _Scripted(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
 
+@contextlib.contextmanager
+def loopback_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A standard-library HTTP server on 127.0.0.1 (an ephemeral port), serving in a thread; yields its
+    base URL http://127.0.0.1:PORT."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def scripted() -> Iterator[str]:
     _Scripted.script, _Scripted.seen = [], []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    with loopback_server(_Scripted) as url:
+        yield f"{url}/v1"
 
 
 def _one(client: EndpointBackend, settings: DecodingSettings | None = None) -> GenerationResult:
@@ -230,7 +241,7 @@ def test_out_of_retries_and_client_errors_are_recorded_failures(scripted: str, m
     assert result.extra["attempts"] == 3
     _Scripted.script = [(400, 0, {})]
     result = _one(_client(scripted, monkeypatch, max_retries=5))
-    assert result.error == "HTTP 400: scripted 400" and result.extra["attempts"] == 1
+    assert result.error == f"{scripted}/chat/completions: HTTP 400: scripted 400" and result.extra["attempts"] == 1
 
 
 def test_timeouts_are_retried_then_recorded(scripted: str, monkeypatch: pytest.MonkeyPatch) -> None:

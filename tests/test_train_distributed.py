@@ -13,7 +13,7 @@ import pytest
 
 from babeltune.config import dump_yaml
 from babeltune.train import train
-from tests.test_train_helpers import fast_config, losses, save_tiny_model, tiny_data
+from tests.train_helpers import fast_config, losses, save_tiny_model, tiny_data
 
 LANGS = ("en", "es", "it", "cs", "et", "fi", "ru", "sw", "ar")  # 9 examples: steps of 4, 4, 1
 

@@ -22,7 +22,7 @@ from babeltune.train import (
     train,
     train_sweep,
 )
-from tests.test_train_helpers import fast_config, losses, save_tiny_model, tiny_data
+from tests.train_helpers import fast_config, losses, save_tiny_model, tiny_data
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +71,13 @@ def test_lora_run_writes_a_complete_loadable_run(tiny_dir: Path, data: Path, tmp
         torch.testing.assert_close(merged(input_ids=ids).logits, reference, rtol=1e-4, atol=1e-4)
         untouched = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()(input_ids=ids).logits
     assert not torch.allclose(untouched, reference, atol=1e-4)  # the adapter changed the model
+    # Both carry the chat template they were trained with, in their tokenizer config.
+    from babeltune.models.chat import GEMMA_CHAT_TEMPLATE
+
+    for folder in (result.weights, result.merged):
+        assert json.loads((folder / "tokenizer_config.json").read_text())["chat_template"] == GEMMA_CHAT_TEMPLATE
+    eos = json.loads((result.merged / "generation_config.json").read_text())["eos_token_id"]
+    assert isinstance(eos, list) and len(eos) == 2  # <eos> and <end_of_turn>: stops where babeltune stops
 
 
 def test_full_finetuning_changes_every_weight_and_saves_a_plain_model(tiny_dir: Path, data: Path,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 
@@ -14,7 +13,8 @@ def register(sub: Any) -> None:
     data_sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
 
     build = data_sub.add_parser("build", help="build a language mixture (study A) from a parallel source")
-    build.add_argument("--source", required=True, help="bundled:train, a .jsonl file/folder, or hf:NAME_OR_PATH")
+    build.add_argument("--source", required=True, help="bundled:train, a .jsonl file/folder, hf:NAME_OR_PATH, or a "
+                       "parallel source (parts.yaml, hf:NAME --hf-config ar,zh,...)")
     build.add_argument("--recipe", required=True, choices=["monolingual", "pinch", "uniform", "languages"])
     build.add_argument("--languages", default="", help="comma-separated language pool, e.g. en,es,fi "
                        "(default: every language of the source)")
@@ -36,8 +36,13 @@ def register(sub: Any) -> None:
     _add_read_options(validate)
     validate.set_defaults(func=cmd_validate)
 
-    stats = data_sub.add_parser("stats", help="records per language and split, prompt/response lengths")
+    _register_translate(data_sub)
+
+    stats = data_sub.add_parser("stats", help="records per language and split, prompt/response lengths, prompts "
+                                "complete in all languages")
     stats.add_argument("source")
+    stats.add_argument("--languages", default=None, help="comma-separated languages a prompt must be complete in "
+                       "(default: every language of the source)")
     _add_read_options(stats)
     stats.set_defaults(func=cmd_stats)
 
@@ -48,7 +53,8 @@ def _add_read_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source-lang", dest="source_lang", default=None,
                         help="language of rows that carry no 'lang' column")
     parser.add_argument("--hf-split", default="train", help="split of a hf: source")
-    parser.add_argument("--hf-config", default=None, help="config (subset) of a hf: source")
+    parser.add_argument("--hf-config", default=None, help="config (subset) of a hf: source; several, one per "
+                        "language (ar,zh,en or ar=CONFIG,...), read as a parallel source aligned by pid")
 
 
 def _load(args: argparse.Namespace, source: str) -> Any:
@@ -64,7 +70,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     from babeltune.data.mixtures import MixtureSpec, build_mixture
     from babeltune.data.records import write_jsonl
     from babeltune.languages import parse_language_list
+    from babeltune.outputs import check_output
 
+    out = check_output(args.out, "file")
     spec = MixtureSpec(
         recipe=args.recipe, budget=args.budget, languages=parse_language_list(args.languages),
         lang=args.lang, pinch_count=args.pinch_count, pinch_percent=args.pinch_percent, seed=args.seed,
@@ -72,7 +80,6 @@ def cmd_build(args: argparse.Namespace) -> int:
     )
     loaded = _load(args, args.source)
     mixture = build_mixture(loaded.records, spec, source_name=args.source)
-    out = Path(args.out)
     write_jsonl(mixture.records, out)
     summary = {**mixture.summary, "source_read": loaded.report.to_dict()}
     summary_path = out.with_name(out.name.removesuffix(".jsonl") + ".summary.json")
@@ -101,6 +108,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     splits = Counter(str(r.meta.get("split", "-")) for r in records)
     print(loaded.report.summary())
     print(f"{len(records)} records, {len({r.pid for r in records})} prompts (pids)")
+    print(_completeness_line(records, args.languages))
     print("splits: " + ", ".join(f"{k}={v}" for k, v in sorted(splits.items())))
     print(f"{'lang':<6}{'records':>8}{'prompt chars':>14}{'response chars':>16}")
     for lang, n in sorted(per_lang.items()):
@@ -110,3 +118,84 @@ def cmd_stats(args: argparse.Namespace) -> int:
         avg_resp = f"{sum(resp) / len(resp):.0f}" if resp else "-"
         print(f"{lang:<6}{n:>8}{p:>14.0f}{avg_resp:>16}")
     return 0
+
+
+def _completeness_line(records: list[Any], languages: str | None) -> str:
+    """How many prompts exist in every requested language (default: every language of `records`)."""
+    from babeltune.data.parallel import complete_prompts
+    from babeltune.languages import parse_language_list
+
+    wanted = parse_language_list(languages) if languages else sorted({r.lang for r in records})
+    complete, total = complete_prompts(records, wanted)
+    return f"prompts complete in all {len(wanted)} languages ({', '.join(wanted)}): {complete} of {total}"
+
+
+# flag -> TranslateConfig key; every field is also settable as --set key=value or in the --config YAML.
+_TRANSLATE_FLAGS: dict[str, str] = {
+    "source": "source", "out": "out", "languages": "languages", "source_lang": "source_lang", "backend": "backend",
+    "model": "model", "endpoint": "endpoint.url", "endpoint_model": "endpoint.model",
+    "api_key_env": "endpoint.api_key_env", "concurrency": "endpoint.concurrency", "timeout": "endpoint.timeout",
+    "max_retries": "endpoint.max_retries", "max_new_tokens": "decoding.max_new_tokens", "retries": "retries",
+    "limit": "limit", "overwrite": "overwrite",
+}
+
+
+def _register_translate(data_sub: Any) -> None:
+    from babeltune.cli import positive_int
+
+    tr = data_sub.add_parser(
+        "translate", help="translate a source into target languages (gated) into a parallel set",
+        description="Translate every turn of every record into each target language through a generation backend; "
+        "gate each translation (language, length, markers, empty); write the prompts complete in every language. "
+        "Rerunning resumes (OUT.translations.jsonl is the cache).")
+    tr.add_argument("--config", help="YAML file of TranslateConfig fields")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override any config field, e.g. gates.max_ratio=2.5 (repeatable)")
+    tr.add_argument("--source", help="records to translate: a .jsonl file/folder (babeltune, Alpaca or chat rows), "
+                    "hf:NAME_OR_PATH, bundled:...")
+    tr.add_argument("--out", help="the parallel set FILE.jsonl (FILE.translations.jsonl, FILE.summary.json, "
+                    "FILE.rejects.jsonl beside it)")
+    tr.add_argument("--languages", help="target languages, comma-separated, e.g. ar,zh,cs,et,fi,he,hi,it,ru,es,sw")
+    tr.add_argument("--source-lang", help="language of source rows without a 'lang' column; in a source of several "
+                    "languages, the language whose records are translated")
+    tr.add_argument("--backend", choices=["local", "vllm", "endpoint"],
+                    help="default endpoint; local / vllm load --model in this process")
+    tr.add_argument("--model", help="local / vllm backend: the translating model")
+    tr.add_argument("--endpoint", help="base URL up to /v1 of an OpenAI-compatible server")
+    tr.add_argument("--endpoint-model", help="model name to request (default: the first the endpoint lists)")
+    tr.add_argument("--api-key-env", help="environment variable holding the API key")
+    tr.add_argument("--concurrency", type=int, help="requests in flight at once")
+    tr.add_argument("--timeout", type=float, help="seconds per request attempt")
+    tr.add_argument("--max-retries", type=int, help="endpoint retries per request (429, 5xx, broken replies)")
+    tr.add_argument("--max-new-tokens", type=int, help="longest translation of one turn, in tokens (default 1024)")
+    tr.add_argument("--retries", type=int, help="times a rejected translation is asked again (default 1)")
+    tr.add_argument("--limit", type=positive_int, help="translate only the first N source records")
+    tr.add_argument("--overwrite", action="store_true", default=None, help="start the cache afresh")
+    tr.set_defaults(func=cmd_translate)
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from babeltune.cli import command_config
+    from babeltune.config import ConfigError
+    from babeltune.data.readers import load_records
+    from babeltune.data.translate import TranslateConfig, make_translation_backend, select_source, translate_records
+    from babeltune.outputs import check_output
+
+    try:
+        cfg = command_config(TranslateConfig, args, _TRANSLATE_FLAGS)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from exc
+    check_output(cfg.out, "file")
+    loaded = load_records(cfg.source, lang=cfg.source_lang)
+    if not loaded.records:
+        raise ValueError(f"{cfg.source}: no records to translate ({loaded.report.summary()})")
+    records = select_source(loaded.records, cfg.source, cfg.source_lang)
+    records = records[: cfg.limit] if cfg.limit else records
+    print(f"{loaded.report.summary()}; translating {len(records)} ({records[0].lang}) into {', '.join(cfg.languages)}")
+    summary = translate_records(records, make_translation_backend(cfg), cfg)
+    print("\n".join(summary.lines()))
+    failed = sum(reasons.get("request_failed", 0) for reasons in summary.rejected.values())
+    if failed:  # rejections by the gates are results; requests that never got an answer are not
+        print(f"{failed} item(s) left out because their requests failed (see {cfg.out.removesuffix('.jsonl')}"
+              ".rejects.jsonl); run the same command again to retry them")
+    return 1 if failed else 0

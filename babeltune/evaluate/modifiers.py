@@ -12,6 +12,16 @@ A record's `meta["modifier"]` names the instruction its prompt carries, e.g. `{"
 | max_words | n, unit (words/chars) | at most n words (chars for languages written without spaces) |
 | all_caps | | no lower-case letter, and some upper-case ones; only for cased scripts |
 | arrows | | at least 2 non-empty lines, each starting with an arrow (→ -> ⇒ ➜ ➔) |
+| short | n (60) | at most n words (1.5 n characters for languages written without spaces) |
+| long | n (150) | at least n words (1.5 n characters for languages written without spaces) |
+| scientific_style, simple_style, complex_inst | | judge-scored (the rubric judge's `modifier` criterion) |
+
+`short` / `long` thresholds: a bundled reference answer has 78 words on average, so "short" is under
+most of them and "long" about twice one; 1.5 = Chinese characters per English word, measured on the
+160 parallel bundled training answers (19,544 characters / 12,504 words = 1.56). The three style
+kinds cannot be checked by a rule: their check returns `passed=None` with the reason "judge-scored",
+the metrics count them as `modifier_judge_scored` (never as passed or failed), and the rubric judge
+scores whether the response follows the instruction.
 
 Every check returns a `CheckResult`: passed True/False with the reason, or None when the check does
 not apply (capitals in a script without case) or cannot be decided (language of a 3-word answer).
@@ -44,7 +54,7 @@ class ModifierSpec:
     lang: str | None = None
     """answer_language: the language asked for."""
     n: int | None = None
-    """list_items: exact count; max_words: the limit."""
+    """list_items: exact count; max_words, short: the most words; long: the fewest words."""
     unit: Unit | None = None
     """max_words: 'words' or 'chars' (None: chars for languages without spaces, else words)."""
     min_headings: int = 2
@@ -93,7 +103,26 @@ _FIELDS: dict[str, dict[str, bool]] = {
     "max_words": {"n": True, "unit": False},
     "all_caps": {},
     "arrows": {},
+    "short": {"n": False},
+    "long": {"n": False},
+    "scientific_style": {},
+    "simple_style": {},
+    "complex_inst": {},
 }
+JUDGE_SCORED_KINDS: frozenset[str] = frozenset({"scientific_style", "simple_style", "complex_inst"})
+"""Kinds no rule can check: scored by the rubric judge's `modifier` criterion, never passed by a rule."""
+JUDGED_INSTRUCTIONS: dict[str, str] = {
+    "scientific_style": "a scientific, academic style",
+    "simple_style": "a simple style that a child or a non-expert can follow",
+    "complex_inst": "several things at once (a compound instruction): every part of it counts",
+}
+"""What the rubric judge is told each judge-scored kind asks for."""
+SHORT_WORDS = 60
+"""`short` passes at most this many words (unless the spec's n says otherwise)."""
+LONG_WORDS = 150
+"""`long` passes at least this many words (unless the spec's n says otherwise)."""
+CHARS_PER_WORD = 1.5
+"""Characters per word for languages written without spaces (measured on the bundled parallel answers)."""
 MODIFIER_KINDS: tuple[str, ...] = tuple(_FIELDS)
 
 
@@ -225,6 +254,28 @@ def check_arrows(spec: ModifierSpec, response: str, ctx: CheckContext) -> CheckR
     return CheckResult(spec.kind, ok, f"{arrowed} of {len(lines)} non-empty lines start with an arrow")
 
 
+def _length_limit(words: int, lang: str) -> tuple[int, Unit]:
+    unit = length_unit(lang)
+    return (round(words * CHARS_PER_WORD) if unit == "chars" else words), unit
+
+
+def check_short(spec: ModifierSpec, response: str, ctx: CheckContext) -> CheckResult:
+    limit, unit = _length_limit(spec.n or SHORT_WORDS, ctx.lang)
+    count = count_length(response, unit)
+    return CheckResult(spec.kind, count <= limit, f"{count} {unit}, a short answer is at most {limit}")
+
+
+def check_long(spec: ModifierSpec, response: str, ctx: CheckContext) -> CheckResult:
+    limit, unit = _length_limit(spec.n or LONG_WORDS, ctx.lang)
+    count = count_length(response, unit)
+    return CheckResult(spec.kind, count >= limit, f"{count} {unit}, a long answer is at least {limit}")
+
+
+def check_by_judge(spec: ModifierSpec, response: str, ctx: CheckContext) -> CheckResult:
+    return CheckResult(spec.kind, None, "judge-scored: no rule checks this instruction (see the rubric's "
+                                        "'modifier' criterion)")
+
+
 CHECKS: dict[str, Callable[[ModifierSpec, str, CheckContext], CheckResult]] = {
     "answer_language": check_answer_language,
     "html_page": check_html_page,
@@ -233,13 +284,16 @@ CHECKS: dict[str, Callable[[ModifierSpec, str, CheckContext], CheckResult]] = {
     "max_words": check_max_words,
     "all_caps": check_all_caps,
     "arrows": check_arrows,
+    "short": check_short,
+    "long": check_long,
+    **{kind: check_by_judge for kind in sorted(JUDGE_SCORED_KINDS)},
 }
 
 
 def check_modifier(spec: ModifierSpec | dict[str, Any], response: str, ctx: CheckContext) -> CheckResult:
-    """Run the check for `spec`'s kind; an empty response fails every check."""
+    """Run the check for `spec`'s kind; an empty response fails every rule check."""
     spec = parse_modifier(spec)
-    if not response.strip():
+    if not response.strip() and spec.kind not in JUDGE_SCORED_KINDS:
         return CheckResult(spec.kind, False, "empty response")
     return CHECKS[spec.kind](spec, response, ctx)
 

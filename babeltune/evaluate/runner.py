@@ -29,10 +29,14 @@ class EvalConfig:
     """How `babeltune eval` scores and aggregates."""
 
     identifier: str = "py3langid"
-    """Language identifier (see babeltune.evaluate.register_identifier)."""
+    """Language identifier (see babeltune.evaluate.register_identifier): `py3langid` (default) or
+    `fasttext` (lid.176, the Language Confusion Benchmark's: LPR/WPR exactly as published)."""
+    compare_identifier: str | None = None
+    """A second identifier to measure agreement with (`identifier_agreement` rows: the share of responses
+    both give the same whole-response language verdict, and the same line-level verdict)."""
     langid: LangIdThresholds = field(default_factory=LangIdThresholds)
     bootstrap: int = 1000
-    """Bootstrap resamples per confidence interval (0 = no intervals)."""
+    """Bootstrap resamples per confidence interval of a mean (0 = none; rates always get Wilson intervals)."""
     confidence: float = 0.95
     seed: int = 0
     """Seed of the bootstrap."""
@@ -89,6 +93,8 @@ def evaluate(generations: str | Path, out_dir: str | Path | None = None, config:
     rows = [row for _, row in numbered]
     responses = score_generations(rows, cfg, str(path), [n for n, _ in numbered])
     metrics = compute_metrics(responses, n_boot=cfg.bootstrap, confidence=cfg.confidence, seed=cfg.seed)
+    if cfg.compare_identifier:
+        metrics += agreement_rows(rows, responses, cfg)
     result = EvalResult(responses, metrics, str(path))
     invalid = sum(r.modifier_invalid for r in responses)
     if invalid:
@@ -97,6 +103,38 @@ def evaluate(generations: str | Path, out_dir: str | Path | None = None, config:
     if out_dir is not None:
         write_outputs(result, Path(out_dir), cfg, path, rows)
     return result
+
+
+def agreement_rows(rows: list[dict[str, Any]], responses: list[ScoredResponse], cfg: EvalConfig) -> list[MetricRow]:
+    """How often `cfg.compare_identifier` agrees with the scoring identifier, per language and overall:
+    kind `language:NAME` (same correct / wrong / undetermined verdict for the whole response) and
+    `line_pass:NAME` (same LCB line-level verdict, over responses both score). Wilson intervals."""
+    from babeltune import stats
+    from babeltune.evaluate.confusion import confusion_verdict
+    from babeltune.evaluate.langid import language_verdict
+
+    assert cfg.compare_identifier is not None
+    other = get_identifier(cfg.compare_identifier)
+    same: dict[str, dict[str, list[float]]] = {}
+    for row, scored in zip(rows, responses, strict=True):
+        if scored.failed:
+            continue
+        text = str(row.get("response"))
+        verdict = language_verdict(text, scored.expected_lang, other, cfg.langid)
+        confusion = confusion_verdict(text, scored.expected_lang, other)
+        for scope in (scored.lang, OVERALL):
+            bucket = same.setdefault(scope, {"language": [], "line_pass": []})
+            bucket["language"].append(float(verdict.status == scored.lang_status))
+            if confusion.line_pass is not None and scored.line_pass is not None:
+                bucket["line_pass"].append(float(confusion.line_pass == scored.line_pass))
+    out = []
+    for scope in [*(s for s in same if s != OVERALL), OVERALL]:
+        for what, values in same.get(scope, {}).items():
+            est = stats.rate(values, cfg.confidence)
+            if est.n:
+                out.append(MetricRow(scope, "identifier_agreement", f"{what}:{other.name}", est.n, est.value, est.low,
+                                     est.high))
+    return out
 
 
 def write_outputs(result: EvalResult, out: Path, cfg: EvalConfig, source: Path, rows: list[dict[str, Any]]) -> None:

@@ -1,9 +1,11 @@
-"""Score one generation row: language fidelity, modifier check, length. Pure given the identifier."""
+"""Score one generation row: language fidelity, language confusion (LPR/WPR verdicts), modifier check,
+length. Pure given the identifier."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from babeltune.evaluate.confusion import confusion_verdict
 from babeltune.evaluate.langid import LangIdThresholds, LanguageIdentifier, language_verdict
 from babeltune.evaluate.metrics import ScoredResponse
 from babeltune.evaluate.modifiers import (
@@ -57,8 +59,10 @@ def score_row(row: dict[str, Any], identifier: LanguageIdentifier, thresholds: L
         passed, reason = check.passed, check.reason
     else:
         passed, reason = None, spec_error
+    confusion = confusion_verdict(response, expected, identifier)
     return ScoredResponse(
-        **base, failed=False, detected_lang=verdict.detected, lang_confidence=round(verdict.confidence, 4),
+        **base, failed=False, line_pass=confusion.line_pass, word_pass=confusion.word_pass,
+        confusion_reason=confusion.reason, detected_lang=verdict.detected, lang_confidence=round(verdict.confidence, 4),
         lang_status=verdict.status, lang_reason=verdict.reason, code_switch_rate=verdict.code_switch_rate,
         segments=verdict.segments, modifier_passed=passed, modifier_reason=reason,
         length=count_length(response, unit),

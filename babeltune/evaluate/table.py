@@ -19,13 +19,16 @@ _FIDELITY: tuple[tuple[str, str, bool], ...] = (
 )
 
 
+_CONFUSION: tuple[tuple[str, str], ...] = (("line_pass_rate", "LPR"), ("word_pass_rate", "WPR"), ("lcpr", "LCPR"))
+
+
 def _cell(row: MetricRow | None, rate: bool) -> str:
     if row is None:
         return "-"
     scale = 100.0 if rate else 1.0
     digits = 1 if rate or row.value < 10 else 0
     value = f"{row.value * scale:.{digits}f}"
-    if math.isnan(row.ci_low) or row.n < 2:
+    if math.isnan(row.ci_low):
         return value
     low, high = row.ci_low * scale, row.ci_high * scale
     digits = 0 if rate or high >= 10 else 1
@@ -69,6 +72,33 @@ def format_tables(rows: Sequence[MetricRow]) -> str:
                 line.append(f"{_cell(row, True)} n={row.n}" if row else "-")
             body.append(line)
         text += "\n\nModifier pass rate (%, [95% CI], n = decided checks)\n" + _render(headers, body)
+    confusion = [s for s in scopes if any((s, m, "") in index for m, _ in _CONFUSION)]
+    if confusion:
+        headers = ["language", *(h for _, h in _CONFUSION), "skipped"]
+        body = []
+        for scope in confusion:
+            line = [scope]
+            for metric, _ in _CONFUSION:
+                row = index.get((scope, metric, ""))
+                line.append(f"{_cell(row, True)} n={row.n}" if row else "-")
+            skipped = index.get((scope, "confusion_skipped", ""))
+            line.append(str(skipped.n if skipped else 0))
+            body.append(line)
+        text += ("\n\nLanguage confusion (Marchisio et al. 2024; %, [95% CI]; skipped = no line of 5+ tokens)\n"
+                 + _render(headers, body))
+    agreement = sorted({r.kind for r in rows if r.metric == "identifier_agreement"})
+    if agreement:
+        headers = ["language", *agreement]
+        body = []
+        for scope in scopes:
+            cells = [index.get((scope, "identifier_agreement", k)) for k in agreement]
+            if any(cells):
+                body.append([scope, *(f"{_cell(c, True)} n={c.n}" if c else "-" for c in cells)])
+        text += "\n\nAgreement between language identifiers (% of responses, same verdict)\n" + _render(headers, body)
+    judged = [r for r in rows if r.metric == "modifier_judge_scored" and r.scope == OVERALL]
+    if judged:
+        text += ("\n\nJudge-scored modifiers (no rule decides; see the rubric's 'modifier' criterion): "
+                 + ", ".join(f"{r.kind} {r.n}" for r in judged))
     invalid = [r for r in rows if r.metric == "modifier_invalid" and r.scope == OVERALL]
     if invalid:
         text += f"\n\n{invalid[0].n} response(s) with an invalid modifier spec were not scored."

@@ -27,6 +27,16 @@ def register(sub: Any) -> None:
                         help="override a config key, e.g. --set budget=80 --set judge.kind=none (repeatable)")
     parser.add_argument("--no-report", action="store_true", help="do not write report.html")
     parser.add_argument("--list", action="store_true", help="only list the expanded conditions and exit")
+    parser.add_argument("--worker", action="store_true",
+                        help="share the grid with other workers on the same run folder (Slurm array tasks, one per "
+                             "GPU, several machines on a shared file system): claim the next unclaimed condition, "
+                             "run it, go on until none is left, then judge what is complete; afterwards a plain "
+                             "`babeltune run` writes results and report")
+    parser.add_argument("--heartbeat", type=float, default=30.0, metavar="SECONDS",
+                        help="--worker: seconds between two heartbeats of a held claim (default 30)")
+    parser.add_argument("--stale-after", type=float, default=600.0, metavar="SECONDS",
+                        help="a claim without a heartbeat for this long is a dead worker's: another worker takes "
+                             "its condition over, resuming from its caches (default 600)")
     parser.set_defaults(func=cmd_run)
 
 
@@ -75,20 +85,31 @@ def quiet_hub_progress() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     quiet_hub_progress()
+    from babeltune.experiments.claims import ClaimSettings
     from babeltune.experiments.config import expand_conditions, load_experiment
     from babeltune.experiments.progress import format_duration
     from babeltune.experiments.runner import run_experiment
 
     config = load_experiment(resolve_experiment(args.experiment), args.overrides)
+    claims = ClaimSettings(heartbeat=args.heartbeat, stale_after=args.stale_after)
     conditions = expand_conditions(config)
     if args.list:
         for cond in conditions:
             print(f"{cond.name:<24} {cond.mixture.recipe:<12} budget={cond.mixture.budget} {cond.varied or ''}")
         return 0
-    out = Path(args.out) if args.out else Path("runs") / config.name
-    print(f"experiment {config.name}: {len(conditions)} condition(s) -> {out}")
-    with resumable(f"babeltune run {args.experiment}" + (f" --out {args.out}" if args.out else "")):
-        summary = run_experiment(config, out, report=not args.no_report)
+    from babeltune.outputs import check_output
+
+    out = check_output(args.out or Path("runs") / config.name, "folder")
+    print(f"experiment {config.name}: {len(conditions)} condition(s) -> {out}" + (" (worker)" if args.worker else ""))
+    command = f"babeltune run {args.experiment}" + (f" --out {args.out}" if args.out else "")
+    with resumable(command + (" --worker" if args.worker else "")):
+        summary = run_experiment(config, out, report=not args.no_report, worker=args.worker, claims=claims)
+    if args.worker:
+        print(f"worker finished in {format_duration(summary.seconds)}: ran {', '.join(summary.worked) or 'nothing'}")
+        if summary.pending:
+            print(f"not finished yet (other workers hold or wait for them): {', '.join(summary.pending)}")
+        print(f"when every worker has finished, `{command}` writes results and the report")
+        return 0
     print(f"finished in {format_duration(summary.seconds)} ({len(summary.ran)} stage(s) run, {len(summary.skipped)} "
           f"already done); results: {out / 'results.csv'}")
     if summary.report:

@@ -10,10 +10,17 @@ conditions:
   - name: "pinch-{pinch_percent}"
     mixture: {recipe: pinch}
     vary: {mixture.pinch_percent: [1, 10, 20, 50, 100]}
-train: {lr: 1.0e-4, epochs: 2}   # the training stage's own config keys
-generate: {max_new_tokens: 128}  # decoding settings
+train: {lr: 1.0e-4, epochs: 2}   # TrainConfig keys (an overlay), plus launcher / accelerate_config / num_processes
+generate:                        # ExperimentGenerateConfig
+  backend: local                 # local | vllm | endpoint
+  decoding: {max_new_tokens: 128}
 judge: {kind: reference, reference: "mono-{lang}", reference_run: runs/study-a-monolingual}
 ```
+
+Every section is checked when the file is loaded, before any compute: `train` (and each condition's
+`train` and `vary: {train.X: ...}` values) as an overlay of the training stage's `TrainConfig` (the
+keys the runner sets itself, `model`, `data`, `out` and `seed`, are refused), `generate` as
+`ExperimentGenerateConfig`; an unknown key or a wrong type names the file and the dotted key.
 
 A condition's `vary` maps dotted keys (`mixture.X`, `train.X`, `budget`) to lists of values; the
 condition expands into the cartesian product, named by formatting `name` with the varied values (by
@@ -23,17 +30,156 @@ is expanded and every condition's configs are built (and validated) before anyth
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from babeltune.config import ConfigError, load_config
+from babeltune.config import ConfigError, from_dict, load_config
 from babeltune.data.mixtures import MixtureSpec
+from babeltune.generate.config import LocalConfig, VLLMConfig
 from babeltune.generate.endpoint import EndpointConfig
+from babeltune.generate.settings import DecodingSettings
 from babeltune.judge.reference import ReferenceJudgeConfig
 from babeltune.languages import STUDY_A_LANGUAGES, parse_language_list
+
+_SOURCE: ContextVar[str] = ContextVar("experiment_source", default="experiment")
+"""What errors name as the place of a mistake: the experiment file while `load_experiment` reads it."""
+
+
+@contextlib.contextmanager
+def _source(name: str) -> Iterator[None]:
+    token = _SOURCE.set(name)
+    try:
+        yield
+    finally:
+        _SOURCE.reset(token)
+
+
+RUNNER_KEYS = ("data", "model", "out", "seed")
+"""TrainConfig keys the runner sets for every condition: the mixture, the experiment's model and seed,
+the condition's `train/` folder."""
+
+
+@dataclass
+class LaunchSettings:
+    """How a condition's training runs: the keys of an experiment's `train:` section that are not
+    TrainConfig fields."""
+
+    launcher: Literal["inprocess", "accelerate"] = "inprocess"
+    """inprocess: `babeltune.train.train` in the runner's process. accelerate: a child process
+    `accelerate launch [--config_file F] [--num_processes N] -m babeltune.cli train --config
+    CONDITION/train.config.yaml` writing the same run folder (so it resumes the same way)."""
+    accelerate_config: str | None = None
+    """An accelerate config file (`accelerate config`; e.g. examples/accelerate_ddp.yaml) passed as
+    --config_file; null: accelerate's default config."""
+    num_processes: int | None = None
+    """Processes (one per GPU) passed as --num_processes; null: the accelerate config's. The global
+    batch is batch_size x grad_accum x processes."""
+    accelerate_args: list[str] = field(default_factory=list)
+    """Further `accelerate launch` flags, e.g. [--multi_gpu] or [--main_process_port, "0"]."""
+
+    def __post_init__(self) -> None:
+        if self.num_processes is not None and self.num_processes < 1:
+            raise ConfigError(f"train.num_processes must be >= 1 or null, got {self.num_processes}")
+
+
+LAUNCH_KEYS = ("launcher", "accelerate_config", "num_processes", "accelerate_args")
+
+
+def split_train_section(train: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(TrainConfig keys, LaunchSettings keys) of an experiment's train mapping."""
+    return ({k: v for k, v in train.items() if k not in LAUNCH_KEYS},
+            {k: v for k, v in train.items() if k in LAUNCH_KEYS})
+
+
+def check_train_overlay(train: Any, prefix: str = "train", where: str | None = None) -> LaunchSettings:
+    """Check an experiment's `train:` mapping (or a condition's, merged) as an overlay of `TrainConfig`:
+    every key a TrainConfig field (or a LaunchSettings one) of the right type, none of RUNNER_KEYS.
+    Returns the launch settings."""
+    from babeltune.train.config import TrainConfig
+
+    where = where or _SOURCE.get()
+    if not isinstance(train, dict):
+        raise ConfigError(f"{where}: {prefix} must be a mapping of training options, got {train!r}")
+    clash = [k for k in RUNNER_KEYS if k in train]
+    if clash:
+        raise ConfigError(f"{where}: {prefix}.{clash[0]} is set by the experiment runner (the condition's "
+                          f"mixture, the experiment's model and seed, the condition's train/ folder); set "
+                          f"{'the top-level ' + clash[0] if clash[0] in ('model', 'seed') else 'data.train'} "
+                          f"instead, or remove it")
+    options, launch = split_train_section(train)
+    settings = from_dict(LaunchSettings, launch, where=where, prefix=f"{prefix}.")
+    try:
+        from_dict(TrainConfig, {**options, "data": "checked-later"}, where=where, prefix=f"{prefix}.")
+    except ConfigError as exc:
+        text = str(exc)
+        if "unknown key" in text:
+            text += f"; or {', '.join(LAUNCH_KEYS)}"
+        raise ConfigError(text) from None
+    return settings
+
+
+def merge_train(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """`overlay` over `base`, sections (e.g. lora) merged key by key."""
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_train(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@dataclass
+class ExperimentGenerateConfig:
+    """How every condition's responses are generated: the backend and its settings, and decoding."""
+
+    backend: Literal["local", "vllm", "endpoint"] = "local"
+    """local: babeltune's own engine in this process (`local`). vllm: an in-process vLLM engine
+    (`vllm`); a grid's adapters share one engine per base model. endpoint: an OpenAI-compatible server
+    (`endpoint`, e.g. `vllm serve BASE --enable-lora` or `babeltune serve`): each condition's adapter is
+    loaded through the server's dynamic LoRA routes and requested by its name."""
+    decoding: DecodingSettings = field(default_factory=DecodingSettings)
+    """Decoding settings (greedy, repetition penalty 1.2, 512 new tokens unless set)."""
+    max_new_tokens: int | None = None
+    """Shorthand for decoding.max_new_tokens (folded into it on load)."""
+    local: LocalConfig = field(default_factory=LocalConfig)
+    """The local backend's settings (dtype, device, batch_size, ...)."""
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    """The vLLM backend's engine settings."""
+    endpoint: EndpointConfig | None = None
+    """The server (url, api_key_env, concurrency, ...) for backend endpoint; its `model` is set per
+    condition."""
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens is not None:
+            default = DecodingSettings().max_new_tokens
+            if self.decoding.max_new_tokens not in (default, self.max_new_tokens):
+                raise ConfigError(f"generate.max_new_tokens ({self.max_new_tokens}) and "
+                                  f"generate.decoding.max_new_tokens ({self.decoding.max_new_tokens}) disagree; "
+                                  f"give one")
+            try:
+                self.decoding = replace(self.decoding, max_new_tokens=self.max_new_tokens)
+            except ValueError as exc:
+                raise ConfigError(f"generate.max_new_tokens: {exc}") from None
+            self.max_new_tokens = None
+        if self.backend == "endpoint" and self.endpoint is None:
+            raise ConfigError("generate.backend endpoint needs generate.endpoint.url (an OpenAI-compatible "
+                              "server with dynamic LoRA routes, e.g. `vllm serve BASE --enable-lora`)")
+
+    def stage_settings(self) -> dict[str, Any]:
+        """What the generation stage's fingerprint covers: the backend, decoding and the chosen
+        backend's own settings."""
+        from babeltune.config import to_dict
+
+        section = getattr(self, self.backend)
+        return {"backend": self.backend, "decoding": to_dict(self.decoding),
+                "settings": to_dict(section) if section is not None else None}
 
 
 @dataclass
@@ -84,18 +230,28 @@ class DataConfig:
 
 @dataclass
 class LLMJudgeConfig:
-    """An LLM judge behind an OpenAI-compatible endpoint, or a model loaded in this process."""
+    """An LLM judge behind an OpenAI-compatible endpoint, or a model loaded in this process (babeltune's
+    engine or vLLM)."""
 
+    backend: Literal["local", "vllm", "endpoint"] | None = None
+    """Who runs the judge model, as for generation: `endpoint`, `local` (babeltune's engine) or `vllm`
+    (an in-process vLLM engine) on `local_model`; null = the endpoint when one is given, else local."""
     endpoint: EndpointConfig | None = None
     """The generation stage's endpoint settings (url, model, api_key_env, concurrency, timeout,
     retries); null = use `local_model`."""
     local_model: str | None = None
-    """A model babeltune loads (folder, hub id) to judge in-process when no endpoint is given."""
+    """A model babeltune loads (folder, hub id) to judge in-process (backend local or vllm)."""
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    """The vLLM engine's settings (backend vllm)."""
     max_new_tokens: int = 256
     """Room for the judge's short reasoning and its verdict."""
 
     @property
     def configured(self) -> bool:
+        if self.backend == "endpoint":
+            return self.endpoint is not None
+        if self.backend in ("local", "vllm"):
+            return bool(self.local_model)
         return self.endpoint is not None or bool(self.local_model)
 
 
@@ -134,7 +290,8 @@ class JudgeSettings:
         needs_llm = self.kind == "llm" or "llm" in self.also or self.rubric
         if needs_llm and not self.llm.configured:
             raise ConfigError("the LLM judge needs judge.llm.endpoint.url (an OpenAI-compatible API) or "
-                              "judge.llm.local_model; or use judge.kind=reference (offline)")
+                              "judge.llm.local_model (judge.llm.backend local or vllm), as judge.llm.backend "
+                              "asks; or use judge.kind=reference (offline)")
 
     def judges(self) -> list[str]:
         """Every SxS judge to run, primary first."""
@@ -165,9 +322,11 @@ class ExperimentConfig:
     """Languages evaluated and judged."""
     data: DataConfig = field(default_factory=DataConfig)
     train: dict[str, Any] = field(default_factory=dict)
-    """Training config keys (the training stage's TrainConfig) shared by all conditions."""
-    generate: dict[str, Any] = field(default_factory=dict)
-    """Decoding settings (max_new_tokens, temperature, repetition_penalty, ...) and `batch_size`."""
+    """Training options shared by all conditions: an overlay of the training stage's TrainConfig (any
+    field but model, data, out and seed, which the runner sets), plus `launcher`, `accelerate_config`
+    and `num_processes` (LaunchSettings)."""
+    generate: ExperimentGenerateConfig = field(default_factory=ExperimentGenerateConfig)
+    """The generation stage: backend, decoding settings and the backend's own settings."""
     judge: JudgeSettings = field(default_factory=JudgeSettings)
     samples_per_language: int = 3
     """Prompts per language shown side by side in the report."""
@@ -179,6 +338,9 @@ class ExperimentConfig:
             raise ConfigError(f"budget must be >= 1, got {self.budget}")
         self.languages = parse_language_list(self.languages)
         self.eval_languages = parse_language_list(self.eval_languages)
+        check_train_overlay(self.train)
+        for i, spec in enumerate(self.conditions):
+            check_train_overlay(spec.train, prefix=f"conditions[{i}].train")
 
 
 @dataclass(frozen=True)
@@ -188,12 +350,39 @@ class Condition:
     name: str
     mixture: MixtureSpec
     train: dict[str, Any]
-    """The experiment's train keys with the condition's applied."""
+    """The experiment's train keys with the condition's applied (TrainConfig keys and LaunchSettings)."""
     varied: dict[str, Any]
+
+    @property
+    def launch(self) -> LaunchSettings:
+        return from_dict(LaunchSettings, split_train_section(self.train)[1], where=f"condition {self.name}",
+                         prefix="train.")
+
+
+_DECODING_KEYS = frozenset(DecodingSettings.__dataclass_fields__) - {"max_new_tokens"}
 
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    return load_config(ExperimentConfig, path, overrides or [])
+    """Read, check and expand an experiment file: any unknown key or wrong type anywhere (stage
+    sections, conditions, their varied values) is a ConfigError naming the file and the dotted key."""
+    with _source(str(path)):
+        try:
+            config = load_config(ExperimentConfig, path, overrides or [])
+            expand_conditions(config)
+        except ConfigError as exc:
+            text = str(exc)
+            if not text.startswith(str(path)):
+                text = f"{path}: {text}"
+            raise ConfigError(text + _decoding_hint(text)) from None
+    return config
+
+
+def _decoding_hint(text: str) -> str:
+    """A decoding setting written directly under generate: say where it goes."""
+    if "unknown key" not in text:
+        return ""
+    misplaced = [k for k in _DECODING_KEYS if f"generate.{k}" in text]
+    return "".join(f" (decoding settings go under generate.decoding: generate.decoding.{k})" for k in misplaced)
 
 
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -216,7 +405,7 @@ def expand_conditions(config: ExperimentConfig) -> list[Condition]:
 
 def _build_condition(config: ExperimentConfig, spec: ConditionSpec, varied: dict[str, Any]) -> Condition:
     mixture = copy.deepcopy(spec.mixture)
-    train = {**copy.deepcopy(config.train), **copy.deepcopy(spec.train)}
+    train = merge_train(config.train, spec.train)
     budget = mixture.pop("budget", config.budget)
     for key, value in varied.items():
         section, _, rest = key.partition(".")
@@ -237,6 +426,11 @@ def _build_condition(config: ExperimentConfig, spec: ConditionSpec, varied: dict
                           f"{', '.join(sorted(placeholders))}") from exc
     if not name or set(name) - _NAME_OK:
         raise ConfigError(f"condition name {name!r} must be letters, digits, '-', '_' or '.' (it names a folder)")
+    check_train_overlay(train, where=f"{_SOURCE.get()}: condition {name}")
+    if config.generate.backend == "endpoint" and train.get("method") == "full":
+        raise ConfigError(f"{_SOURCE.get()}: condition {name} trains a full model (train.method full), but "
+                          f"generate.backend endpoint serves LoRA adapters on the server's base model; use "
+                          f"train.method lora, or generate.backend local or vllm")
     try:
         mixture_spec = MixtureSpec(**fields)
     except TypeError as exc:

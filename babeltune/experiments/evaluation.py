@@ -18,7 +18,19 @@ EVAL_METRICS: dict[str, str] = {
     "code_switching_rate": "code_switching",
     "response_length": "response_words",
     "failed_rate": "failed",
+    "line_pass_rate": "lpr",
+    "word_pass_rate": "wpr",
+    "lcpr": "lcpr",
 }
+
+
+def result_metric(split: str, metric: str, kind: str) -> str | None:
+    """The results-table name of an evaluation metric of `split` (None: not carried into the table)."""
+    if split == "eval" and metric in EVAL_METRICS:
+        return EVAL_METRICS[metric]
+    if split == "modifiers" and metric == "modifier_pass_rate":
+        return "modifier" if kind == "all" else f"modifier:{kind}"
+    return None
 
 
 def evaluation_rows(condition: str, generations: dict[str, Path], *, seed: int = 0) -> list[ResultRow]:
@@ -31,11 +43,7 @@ def evaluation_rows(condition: str, generations: dict[str, Path], *, seed: int =
         result = evaluate(path, path.parent.parent / "eval" / split, config)
         for m in result.metrics:
             lang = "all" if m.scope == "overall" else m.scope
-            name: str | None = None
-            if split == "eval" and m.metric in EVAL_METRICS:
-                name = EVAL_METRICS[m.metric]
-            elif split == "modifiers" and m.metric == "modifier_pass_rate":
-                name = "modifier" if m.kind == "all" else f"modifier:{m.kind}"
+            name = result_metric(split, m.metric, m.kind)
             if name is None:
                 continue
             low = None if math.isnan(m.ci_low) else m.ci_low

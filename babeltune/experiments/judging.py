@@ -56,15 +56,50 @@ def agreement_rows(condition: str, a_name: str, a: Sequence[SxSJudgement], b_nam
             ResultRow(condition, "all", "judge_kappa", agree.kappa, n=agree.n, invalid=agree.excluded, judge=label)]
 
 
+def judged_modifier_rows(paths: ConditionPaths, judge: RubricJudge, config: ExperimentConfig) -> list[ResultRow]:
+    """Responses to scientific_style / simple_style / complex_inst prompts graded by the rubric judge with
+    the `modifier` criterion (judgements in judge/rubric-modifiers.jsonl): rows `modifier_judge:KIND`,
+    the mean 1-3 score per language and over all, with bootstrap CIs over prompts."""
+    from babeltune import stats
+    from babeltune.evaluate.modifiers import JUDGE_SCORED_KINDS
+    from babeltune.judge.base import MODIFIER_CRITERION
+
+    gen_rows = read_generation_rows(paths.generations("modifiers"))
+    items = [RubricItem(r["id"], r["pid"], r["lang"], r["prompt"], r["response"] or "", r["modifier"]["kind"])
+             for r in gen_rows if r.get("error") is None and isinstance(r.get("modifier"), dict)
+             and r["modifier"].get("kind") in JUDGE_SCORED_KINDS]
+    if not items:
+        return []
+    judgements = run_rubric(items, judge, JudgementCache(paths.judge_cache("rubric-modifiers")),
+                            retries=config.judge.retries, batch_size=config.judge.batch_size)
+    paths.judgements("rubric-modifiers").write_text(
+        "".join(json.dumps(j.to_dict(), ensure_ascii=False) + "\n" for j in judgements), encoding="utf-8")
+    rows = []
+    for kind in sorted({j.modifier for j in judgements if j.modifier}):
+        of_kind = [j for j in judgements if j.modifier == kind]
+        for lang in [*sorted({j.lang for j in of_kind}), "all"]:
+            group = [j for j in of_kind if lang in ("all", j.lang)]
+            valid = [j for j in group if j.scores is not None and MODIFIER_CRITERION in j.scores]
+            values = [j.scores[MODIFIER_CRITERION] for j in valid if j.scores]
+            est = stats.bootstrap_mean(values, [j.pid for j in valid],
+                                       seed=stats.derive_seed(config.seed, "modifier_judge", kind, lang),
+                                       bounds=(1.0, 3.0))
+            rows.append(ResultRow(paths.name, lang, f"modifier_judge:{kind}", est.value, est.low, est.high, est.n,
+                                  len(group) - len(valid), judge.name))
+    return rows
+
+
 def _one_or_many(names: Any) -> str:
     unique = sorted(set(names))
     return unique[0] if len(unique) == 1 else "per language"
 
 
 def rubric_rows(conditions: Sequence[ConditionPaths], judge: RubricJudge, config: ExperimentConfig) -> list[ResultRow]:
-    """Study B's rubric on every eval response of every condition (cached, resumable), as result rows."""
+    """Study B's rubric on every eval response of every condition (cached, resumable), as result rows; and
+    the judge's `modifier` score of every response to a judge-scored modifier prompt."""
     rows: list[ResultRow] = []
     for paths in conditions:
+        rows += judged_modifier_rows(paths, judge, config)
         gen_rows = read_generation_rows(paths.generations("eval"))
         items = [RubricItem(r["id"], r["pid"], r["lang"], r["prompt"], r["response"] or "") for r in gen_rows
                  if r.get("error") is None]
@@ -75,6 +110,6 @@ def rubric_rows(conditions: Sequence[ConditionPaths], judge: RubricJudge, config
             "".join(json.dumps(j.to_dict(), ensure_ascii=False) + "\n" for j in judgements), encoding="utf-8")
         for lang, score in rubric_scores(judgements, seed=config.seed).items():
             for criterion, ci in score.criteria.items():
-                rows.append(ResultRow(paths.name, lang, f"rubric:{criterion}", ci.mean, ci.low, ci.high, ci.n,
+                rows.append(ResultRow(paths.name, lang, f"rubric:{criterion}", ci.value, ci.low, ci.high, ci.n,
                                       score.invalid + (failed if lang == "all" else 0), judge.name))
     return rows

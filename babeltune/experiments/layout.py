@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,3 +49,14 @@ def read_generation_rows(path: Path) -> list[dict[str, Any]]:
     from babeltune.generate import read_generations
 
     return read_generations(path) if path.exists() else []
+
+
+def move_aside(path: Path, why: str) -> Path:
+    """Rename `path` (a file or folder of outdated results) to NAME.stale-N[.SUFFIX] beside it: kept,
+    never deleted, and out of the way of a fresh run."""
+    n = 1
+    while (target := path.with_name(f"{path.stem}.stale-{n}{path.suffix}")).exists():
+        n += 1
+    log.warning("%s holds %s; moved to %s", path, why, target)
+    path.rename(target)
+    return target

@@ -1,48 +1,29 @@
 """The real stage implementations the experiment runner calls: babeltune's train, generate, evaluate
 and judge stages, each through its public API.
 
-The experiment's `train` mapping is the training stage's own `TrainConfig` (minus the keys the runner
-sets: model, data, output folder, seed); `generate` holds `decoding` (the generation stage's
-`DecodingSettings`) and `local` (its `LocalConfig`). Models are loaded once per condition and
-released before judging.
+The experiment's `train` mapping is an overlay of the training stage's own `TrainConfig` (the runner
+sets model, data, output folder and seed) run in this process or through accelerate (`training.py`);
+`generate` (`ExperimentGenerateConfig`) picks the backend: babeltune's local engine, an in-process
+vLLM engine (one per base model, shared by the grid's adapters), or an OpenAI-compatible endpoint on
+which each condition's adapter is loaded by name through the dynamic LoRA routes. Models are held
+between a condition's generation splits and released before judging.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from babeltune.config import from_dict
 from babeltune.data import ChatRecord
-from babeltune.experiments.config import Condition, ExperimentConfig
+from babeltune.experiments.config import Condition, ExperimentConfig, ExperimentGenerateConfig
 from babeltune.experiments.results import ResultRow
 from babeltune.judge import LLMPairwiseJudge, LLMRubricJudge, PairwiseJudge, ReferenceJudge, RubricJudge
 
 log = logging.getLogger(__name__)
-
-
-def decoding_settings(config: ExperimentConfig) -> Any:
-    from babeltune.generate import DecodingSettings
-
-    return from_dict(DecodingSettings, dict(config.generate.get("decoding", {})), where="experiment generate.decoding")
-
-
-def local_config(config: ExperimentConfig) -> Any:
-    from babeltune.generate import LocalConfig
-
-    return from_dict(LocalConfig, dict(config.generate.get("local", {})), where="experiment generate.local")
-
-
-def check_stage_configs(config: ExperimentConfig) -> None:
-    """Build every stage config once so that a wrong key fails before any compute is spent."""
-    unknown = set(config.generate) - {"decoding", "local"}
-    if unknown:
-        raise ValueError(f"experiment generate: unknown key(s) {', '.join(sorted(unknown))}; known: decoding, local")
-    decoding_settings(config)
-    local_config(config)
 
 
 class RealPipeline:
@@ -51,6 +32,8 @@ class RealPipeline:
     def __init__(self) -> None:
         self._backend: Any = None
         self._backend_model: str | None = None
+        self._stack = contextlib.ExitStack()
+        self._vllm_used = False
         self._judges: dict[str, PairwiseJudge] = {}
 
     # ---------------------------------------------------------------- train
@@ -59,16 +42,17 @@ class RealPipeline:
 
         return run_training(config, condition, mixture, out_dir)
 
-    # ---------------------------------------------------------------- generate
-    def _local_backend(self, config: ExperimentConfig, model: str) -> Any:
-        from babeltune.generate import LocalBackend
+    def _note_vllm(self, generate: ExperimentGenerateConfig) -> None:
+        self._vllm_used = self._vllm_used or generate.backend == "vllm"
 
+    # ---------------------------------------------------------------- generate
+    def _generation_backend(self, config: ExperimentConfig, model: str) -> Any:
+        """The backend answering for `model` (a tuned model's folder), kept until another model is asked
+        for or `release`: an endpoint's adapter stays loaded on the server meanwhile."""
         if self._backend_model != model:
-            self.release()
-            local = local_config(config)
-            self._backend = LocalBackend.from_pretrained(model, dtype=local.dtype, device=local.device,
-                                                         template=local.template, batch_size=local.batch_size,
-                                                         trust_remote_code=local.trust_remote_code)
+            self._close_backend()
+            self._note_vllm(config.generate)
+            self._backend = self._stack.enter_context(open_backend(config.generate, model))
             self._backend_model = model
         return self._backend
 
@@ -77,8 +61,8 @@ class RealPipeline:
     ) -> dict[str, Any]:
         from babeltune.generate import run_generation
 
-        backend = self._local_backend(config, model)
-        summary = run_generation(records, backend, decoding_settings(config), out, progress=True)
+        backend = self._generation_backend(config, model)
+        summary = run_generation(records, backend, config.generate.decoding, out, progress=True)
         print(f"      {summary.line()}", flush=True)
         return {"generated": summary.generated, "reused": summary.reused, "failed": summary.failed,
                 "new_tokens": summary.new_tokens, "seconds": summary.seconds}
@@ -98,10 +82,49 @@ class RealPipeline:
     def rubric_judge(self, config: ExperimentConfig) -> RubricJudge:
         return LLMRubricJudge(llm_backend(config))
 
-    def release(self) -> None:
+    def _close_backend(self) -> None:
+        self._stack.close()
         self._backend = None
         self._backend_model = None
         gc.collect()
+
+    def release(self) -> None:
+        self._close_backend()
+        if self._vllm_used:
+            from babeltune.generate.vllm import release_engines
+
+            release_engines()
+            self._vllm_used = False
+
+
+@contextlib.contextmanager
+def open_backend(generate: ExperimentGenerateConfig, model: str) -> Iterator[Any]:
+    """A generation backend for `model` (a base model or a tuned model's folder) on `generate.backend`:
+
+    - local: babeltune's engine (`LocalBackend`) with `generate.local`;
+    - vllm: `VLLMBackend.from_pretrained(model, generate.vllm)`; the vLLM module caches engines by base
+      model, so a grid's adapters share one (released by `release_engines`, at `RealPipeline.release`);
+    - endpoint: the adapter folder is loaded on the server through its dynamic LoRA routes for as long
+      as the block runs (`adapter_endpoint`), and requested by the name it was loaded under.
+    """
+    if generate.backend == "local":
+        from babeltune.generate import LocalBackend
+
+        local = generate.local
+        yield LocalBackend.from_pretrained(model, dtype=local.dtype, device=local.device, template=local.template,
+                                           batch_size=local.batch_size, trust_remote_code=local.trust_remote_code,
+                                           bf16_head=local.bf16_head)
+    elif generate.backend == "vllm":
+        from babeltune.generate.vllm import VLLMBackend
+
+        yield VLLMBackend.from_pretrained(model, generate.vllm)
+    else:
+        from babeltune.generate.endpoint import EndpointBackend, adapter_endpoint
+
+        if generate.endpoint is None:
+            raise ValueError("generate.backend endpoint needs generate.endpoint.url")
+        with adapter_endpoint(generate.endpoint, model) as endpoint:
+            yield EndpointBackend(endpoint)
 
 
 def make_pairwise_judge(kind: str, config: ExperimentConfig) -> PairwiseJudge:
@@ -115,11 +138,12 @@ def make_pairwise_judge(kind: str, config: ExperimentConfig) -> PairwiseJudge:
 
 
 def llm_backend(config: ExperimentConfig) -> Any:
-    from babeltune.judge.backends import endpoint_chat_backend, local_chat_backend
+    """The LLM judge's chat backend on judge.llm's backend (local | vllm | endpoint)."""
+    from babeltune.judge.backends import judge_chat_backend
 
     llm = config.judge.llm
-    if llm.endpoint is not None:
-        return endpoint_chat_backend(llm.endpoint, max_new_tokens=llm.max_new_tokens)
-    if llm.local_model:
-        return local_chat_backend(llm.local_model, max_new_tokens=llm.max_new_tokens)
-    raise ValueError("the LLM judge needs judge.llm.endpoint.url or judge.llm.local_model")
+    try:
+        return judge_chat_backend(llm.backend, model=llm.local_model, endpoint=llm.endpoint, vllm=llm.vllm,
+                                  max_new_tokens=llm.max_new_tokens)
+    except ValueError as exc:
+        raise ValueError(f"judge.llm: {exc}") from exc

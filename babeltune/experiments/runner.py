@@ -5,20 +5,25 @@ Layout of a run directory:
     RUN_DIR/run.json, config.yaml           what ran (write_run_info)
     RUN_DIR/conditions/NAME/mixture.jsonl   + .summary.json
     RUN_DIR/conditions/NAME/train/          the tuned model (the training stage's run folder)
+    RUN_DIR/conditions/NAME/train.config.yaml, train.launch.log   train.launcher accelerate: its config, output
     RUN_DIR/conditions/NAME/generations/{eval,modifiers}.jsonl
     RUN_DIR/conditions/NAME/eval/rows.json  the evaluation stage's metrics as result rows
     RUN_DIR/conditions/NAME/judge/KIND.cache.jsonl, KIND.jsonl   judgements (cache, final)
     RUN_DIR/conditions/NAME/stages.json     finished stages and their fingerprints
     RUN_DIR/results.{json,csv}, samples.json, report.html
+    RUN_DIR/claims/UNIT.claim, UNIT.done    `--worker`: who runs what, what is finished (claims.py)
 
 Every stage is skipped on a re-run when it finished before with the same inputs (`stages`), and the
 stages themselves resume mid-way from their own caches, so an interrupted run is simply run again.
 The stage implementations are behind `Pipeline` (`pipeline.py` has the real one); tests swap in
-fast fakes to check the orchestration.
+fast fakes to check the orchestration. With `worker=True` the runner takes a share of the grid beside
+other processes (`_work`): conditions, then each condition's judging once its references are finished,
+each under a claim; results and the report are left to a plain run afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -27,20 +32,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from babeltune.config import to_dict
 from babeltune.data import ChatRecord, build_mixture, load_records, write_jsonl
 from babeltune.data.readers import fingerprint_records
+from babeltune.experiments.claims import CLAIMS_DIR, Claims, ClaimSettings
 from babeltune.experiments.config import Condition, ExperimentConfig, expand_conditions
 from babeltune.experiments.judging import agreement_rows, rubric_rows, sxs_result_rows
-from babeltune.experiments.layout import ConditionPaths, read_generation_rows
+from babeltune.experiments.layout import ConditionPaths, move_aside, read_generation_rows
 from babeltune.experiments.progress import ProgressPlan, Unit
-from babeltune.experiments.results import ResultRow, write_results
+from babeltune.experiments.results import ResultRow, difference_rows, write_results
 from babeltune.experiments.stages import StageLog, fingerprint
 from babeltune.judge import (
     PairwiseJudge,
     RubricJudge,
     SxSJudgement,
 )
-from babeltune.judge.pairs import load_judgements, plan_pairs, run_judge, save_judgements
+from babeltune.judge.pairs import PairPlan, load_judgements, plan_pairs, run_judge, save_judgements
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +92,10 @@ class RunSummary:
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
     report: Path | None = None
+    worked: list[str] = field(default_factory=list)
+    """Worker mode: the units (conditions, `NAME@judge`) this worker ran."""
+    pending: list[str] = field(default_factory=list)
+    """Worker mode: units left unfinished when it stopped (held by other workers, or waiting for them)."""
 
 
 def select_per_language(records: Sequence[ChatRecord], languages: Sequence[str], limit: int | None) -> list[ChatRecord]:
@@ -100,8 +111,11 @@ class ExperimentRunner:
     """Runs one experiment into one run directory; see the module docstring."""
 
     def __init__(self, config: ExperimentConfig, run_dir: str | Path, pipeline: Pipeline | None = None, *,
-                 progress: bool = True, report: bool = True) -> None:
+                 progress: bool = True, report: bool = True, worker: bool = False,
+                 claims: ClaimSettings | None = None) -> None:
         self.config = config
+        self.worker = worker
+        self.claim_settings = claims or ClaimSettings()
         self.run_dir = Path(run_dir)
         if pipeline is None:
             from babeltune.experiments.pipeline import RealPipeline
@@ -135,7 +149,7 @@ class ExperimentRunner:
     def _plan(self) -> ProgressPlan:
         cfg = self.config
         epochs = float(cfg.train.get("epochs", 1) or 1)
-        max_new = float(cfg.generate.get("decoding", {}).get("max_new_tokens", 512))
+        max_new = float(cfg.generate.decoding.max_new_tokens)
         units = []
         for cond in self.conditions:
             units.append(Unit(f"{cond.name}:train", f"{cond.name}: tune on {cond.mixture.budget} examples", "train",
@@ -191,12 +205,16 @@ class ExperimentRunner:
         fp_train = fingerprint("train", fp_mix, cond.train, cfg.model, cfg.seed)
         state["train"] = self._stage(logbook, f"{cond.name}:train", "train", fp_train, [paths.train],
                                      lambda: self.pipeline.train(cfg, cond, paths.mixture, paths.train))
-        model = str(state["train"]["model"])
+        model = generation_model(state["train"], cfg.generate.backend)
         generations: dict[str, Path] = {}
         gen_fps: dict[str, str] = {}
         for split, records in self.splits.items():
             out = paths.generations(split)
-            gen_fps[split] = fingerprint("generate", fp_train, cfg.generate, self.data_fingerprints[split])
+            gen_fps[split] = fingerprint("generate", fp_train, cfg.generate.stage_settings(),
+                                         self.data_fingerprints[split])
+            previous = logbook.records.get(f"generate:{split}")
+            if previous is not None and previous.fingerprint != gen_fps[split] and out.exists():
+                move_aside(out, "generations of another model or other generation settings")
             self._stage(logbook, f"{cond.name}:generate:{split}", f"generate:{split}", gen_fps[split], [out],
                         lambda records=records, out=out: self.pipeline.generate(cfg, model, records, out))  # type: ignore[misc]
             generations[split] = out
@@ -223,6 +241,42 @@ class ExperimentRunner:
         record = StageLog(paths.root).records.get("generate:eval")
         return name, read_generation_rows(gen), record.fingerprint if record else "unknown"
 
+    def _judge_condition(self, kind: str, judge: PairwiseJudge, cond: Condition, state: dict[str, Any],
+                         ref_cache: dict[str, tuple[str, list[dict[str, Any]], str] | None],
+                         ) -> tuple[list[ResultRow], list[SxSJudgement], PairPlan]:
+        """Judge one condition's eval responses against its references with `judge` (cached, resumable):
+        (result rows, judgements, the pair plan: languages without a reference, unmatched prompts)."""
+        cfg = self.config
+        paths = ConditionPaths.of(self.run_dir, cond.name)
+        candidate = read_generation_rows(paths.generations("eval"))
+        references: dict[str, tuple[str, list[dict[str, Any]]] | None] = {}
+        ref_fps = {}
+        for lang in cfg.eval_languages:
+            name = cfg.judge.reference_for(lang)
+            if cfg.judge.skip_self and name == cond.name:
+                references[lang] = None
+                continue
+            if name not in ref_cache:
+                ref_cache[name] = self._reference_rows(name)
+            found = ref_cache[name]
+            references[lang] = (found[0], found[1]) if found else None
+            ref_fps[lang] = (name, found[2] if found else None)
+        pair_plan = plan_pairs(candidate, references, cfg.eval_languages)
+        fp = fingerprint("judge", judge.fingerprint(), state["generate_fingerprint"], ref_fps, cfg.judge.retries)
+
+        def do_judge() -> dict[str, Any]:
+            judgements = run_judge(pair_plan, judge, paths.judge_cache(kind), retries=cfg.judge.retries,
+                                   batch_size=cfg.judge.batch_size)
+            save_judgements(paths.judgements(kind), judgements)
+            return {"pairs": len(judgements), "invalid": sum(j.outcome == "invalid" for j in judgements)}
+
+        self._stage(StageLog(paths.root), f"{cond.name}:judge:{kind}", f"judge:{kind}", fp, [paths.judgements(kind)],
+                    do_judge)
+        judgements = load_judgements(paths.judgements(kind))
+        seen = state["mixture"]["summary"].get("seen_languages")
+        rows = sxs_result_rows(cond.name, kind, pair_plan, judgements, seen, cfg.seed)
+        return rows, judgements, pair_plan
+
     def _judge_all(self, states: dict[str, dict[str, Any]]) -> tuple[list[ResultRow], dict[str, Any]]:
         cfg = self.config
         rows: list[ResultRow] = []
@@ -232,40 +286,16 @@ class ExperimentRunner:
         for kind in cfg.judge.judges():
             judge = self.pipeline.pairwise_judge(kind, cfg)
             for cond in self.conditions:
-                paths = ConditionPaths.of(self.run_dir, cond.name)
-                candidate = read_generation_rows(paths.generations("eval"))
-                references: dict[str, tuple[str, list[dict[str, Any]]] | None] = {}
-                ref_fps = {}
-                for lang in cfg.eval_languages:
-                    name = cfg.judge.reference_for(lang)
-                    if cfg.judge.skip_self and name == cond.name:
-                        references[lang] = None
-                        continue
-                    if name not in ref_cache:
-                        ref_cache[name] = self._reference_rows(name)
-                    found = ref_cache[name]
-                    references[lang] = (found[0], found[1]) if found else None
-                    ref_fps[lang] = (name, found[2] if found else None)
-                pair_plan = plan_pairs(candidate, references, cfg.eval_languages)
+                cond_rows, judgements, pair_plan = self._judge_condition(kind, judge, cond, states[cond.name],
+                                                                         ref_cache)
                 if pair_plan.no_reference:
-                    meta["no_reference"][cond.name] = pair_plan.no_reference
-                fp = fingerprint("judge", judge.fingerprint(), states[cond.name]["generate_fingerprint"], ref_fps,
-                                 cfg.judge.retries)
-                logbook = StageLog(paths.root)
-                key = f"{cond.name}:judge:{kind}"
-
-                def do_judge(pair_plan: Any = pair_plan, paths: ConditionPaths = paths, judge: Any = judge,
-                             kind: str = kind) -> dict[str, Any]:
-                    judgements = run_judge(pair_plan, judge, paths.judge_cache(kind), retries=cfg.judge.retries,
-                                           batch_size=cfg.judge.batch_size)
-                    save_judgements(paths.judgements(kind), judgements)
-                    return {"pairs": len(judgements), "invalid": sum(j.outcome == "invalid" for j in judgements)}
-
-                self._stage(logbook, key, f"judge:{kind}", fp, [paths.judgements(kind)], do_judge)
-                judgements = load_judgements(paths.judgements(kind))
+                    meta["no_reference"][cond.name] = list(pair_plan.no_reference)
+                if pair_plan.unmatched():  # conditions generate the same prompts: a difference is a bug, made loud
+                    meta.setdefault("unmatched_prompts", {})[cond.name] = pair_plan.unmatched()
+                    log.warning("judge %s: %s and its reference cover different prompts (not judged):\n%s", kind,
+                                cond.name, pair_plan.unmatched_message(cond.name, "the reference"))
                 all_judgements.setdefault(cond.name, {})[kind] = judgements
-                seen = states[cond.name]["mixture"]["summary"].get("seen_languages")
-                rows += sxs_result_rows(cond.name, kind, pair_plan, judgements, seen, cfg.seed)
+                rows += cond_rows
         kinds = cfg.judge.judges()
         for cond_name, by_kind in all_judgements.items():
             for other in kinds[1:]:
@@ -275,6 +305,84 @@ class ExperimentRunner:
                                 self.pipeline.rubric_judge(cfg), cfg)
         return rows, meta
 
+    # ------------------------------------------------------------------ workers
+    def _condition_fingerprint(self, cond: Condition) -> str:
+        """Everything a condition's stages depend on: its done marker must match it."""
+        cfg = self.config
+        return fingerprint("condition", asdict(cond.mixture), cond.train, cfg.model, cfg.seed,
+                           cfg.generate.stage_settings(), self.data_fingerprints)
+
+    def _judging_fingerprint(self, cond: Condition, fps: dict[str, str]) -> str:
+        cfg = self.config
+        refs = sorted({cfg.judge.reference_for(lang) for lang in cfg.eval_languages})
+        return fingerprint("judging", fps[cond.name], {r: fps.get(r) for r in refs}, to_dict(cfg.judge))
+
+    def _judging_ready(self, cond: Condition, claims: Claims, fps: dict[str, str]) -> bool:
+        """A condition's judging can run once it and its references in this run are finished."""
+        if not claims.is_done(cond.name, fps[cond.name]):
+            return False
+        if self.config.judge.reference_run:
+            return True
+        refs = {self.config.judge.reference_for(lang) for lang in self.config.eval_languages}
+        return all(claims.is_done(r, fps[r]) for r in refs if r in fps)
+
+    def _judge_one(self, cond: Condition) -> None:
+        """All judging of one condition (each SxS judge, the rubric), as a worker does it."""
+        cfg = self.config
+        state = self._run_condition(cond)  # finished: every stage is skipped; gives its fingerprints
+        ref_cache: dict[str, tuple[str, list[dict[str, Any]], str] | None] = {}
+        for kind in cfg.judge.judges():
+            self._judge_condition(kind, self.pipeline.pairwise_judge(kind, cfg), cond, state, ref_cache)
+        if cfg.judge.rubric:
+            rubric_rows([ConditionPaths.of(self.run_dir, cond.name)], self.pipeline.rubric_judge(cfg), cfg)
+
+    def _work(self) -> None:
+        """Worker mode: claim and run pending conditions, then the judging whose inputs are complete,
+        until a whole pass finds nothing this worker can take (see `claims`)."""
+        claims = Claims(self.run_dir, self.claim_settings)
+        fps = {c.name: self._condition_fingerprint(c) for c in self.conditions}
+        judging = {c.name: self._judging_fingerprint(c, fps) for c in self.conditions}
+        while True:
+            progressed = False
+            for cond in self.conditions:
+                if claims.is_done(cond.name, fps[cond.name]):
+                    continue
+                with claims.try_claim(cond.name) or contextlib.nullcontext() as claim:
+                    if claim is None or claims.is_done(cond.name, fps[cond.name]):
+                        continue
+                    print(f"worker: condition {cond.name}", flush=True)
+                    self._run_condition(cond)
+                    claims.mark_done(cond.name, fps[cond.name])
+                    self.summary.worked.append(cond.name)
+                    progressed = True
+            for cond in self.conditions:
+                unit = f"{cond.name}@judge"
+                if claims.is_done(unit, judging[cond.name]) or not self._judging_ready(cond, claims, fps):
+                    continue
+                with claims.try_claim(unit) or contextlib.nullcontext() as claim:
+                    if claim is None or claims.is_done(unit, judging[cond.name]):
+                        continue
+                    self.pipeline.release()
+                    print(f"worker: judging {cond.name}", flush=True)
+                    self._judge_one(cond)
+                    claims.mark_done(unit, judging[cond.name])
+                    self.summary.worked.append(unit)
+                    progressed = True
+            if not progressed:
+                break
+        self.pipeline.release()
+        self.summary.pending = sorted(
+            [c.name for c in self.conditions if not claims.is_done(c.name, fps[c.name])]
+            + [f"{c.name}@judge" for c in self.conditions if not claims.is_done(f"{c.name}@judge", judging[c.name])])
+
+    def _refuse_live_workers(self) -> None:
+        live = Claims(self.run_dir, self.claim_settings).live_claims()
+        if live:
+            held = ", ".join(f"{unit} ({info.get('host', '?')} pid {info.get('pid', '?')})"
+                             for unit, info in live.items())
+            raise RuntimeError(f"workers are still running in {self.run_dir}: {held}. Run this again when they have "
+                               f"finished, or join them with --worker (claims: {self.run_dir / CLAIMS_DIR})")
+
     # ------------------------------------------------------------------ main
     def run(self) -> RunSummary:
         from babeltune.runinfo import write_run_info
@@ -282,6 +390,11 @@ class ExperimentRunner:
         start = time.perf_counter()
         self._load_data()
         self.plan = self._plan()
+        if self.worker:
+            self._work()
+            self.summary.seconds = time.perf_counter() - start
+            return self.summary
+        self._refuse_live_workers()
         write_run_info(self.run_dir, config=self.config, seed=self.config.seed, data=self.data_fingerprints,
                        extra={"conditions": [c.name for c in self.conditions]})
         states = {}
@@ -297,6 +410,8 @@ class ExperimentRunner:
                 rows.append(ResultRow(cond.name, "all", "train_loss", float(loss), n=cond.mixture.budget))
         judge_rows, judge_meta = self._judge_all(states)
         rows += judge_rows
+        names = [c.name for c in self.conditions]
+        rows += difference_rows(rows, self.run_dir, names, self.config.judge.reference, seed=self.config.seed)
         meta = self._meta(states, judge_meta)
         write_results(rows, self.run_dir, meta)
         self._write_samples()
@@ -343,6 +458,14 @@ class ExperimentRunner:
                                                  encoding="utf-8")
 
 
+def generation_model(train_info: dict[str, Any], backend: str) -> str:
+    """The tuned model a condition generates with: a LoRA run's adapter on the vllm and endpoint
+    backends (served on the shared base model), else the model the train stage reported (merged if
+    written)."""
+    adapter = train_info.get("adapter")
+    return str(adapter if adapter and backend != "local" else train_info["model"])
+
+
 def _describe(cond: Condition) -> str:
     m = cond.mixture
     if m.recipe == "monolingual":
@@ -355,6 +478,10 @@ def _describe(cond: Condition) -> str:
 
 
 def run_experiment(config: ExperimentConfig, run_dir: str | Path, pipeline: Pipeline | None = None, *,
-                   progress: bool = True, report: bool = True) -> RunSummary:
-    """Run (or resume) `config` into `run_dir`; see `ExperimentRunner`."""
-    return ExperimentRunner(config, run_dir, pipeline, progress=progress, report=report).run()
+                   progress: bool = True, report: bool = True, worker: bool = False,
+                   claims: ClaimSettings | None = None) -> RunSummary:
+    """Run (or resume) `config` into `run_dir`; see `ExperimentRunner`. With `worker`, take a share of
+    the grid beside other workers (see `babeltune.experiments.claims`) and leave results and report to
+    a plain run afterwards."""
+    return ExperimentRunner(config, run_dir, pipeline, progress=progress, report=report, worker=worker,
+                            claims=claims).run()

@@ -4,7 +4,15 @@ batched decoding engine, the resumable runner whose output file is also its cach
 from babeltune.generate.backends import FinishReason, GenerationBackend, GenerationRequest, GenerationResult
 from babeltune.generate.config import GenerateConfig, LocalConfig, ServeConfig, VLLMConfig
 from babeltune.generate.decoding import GeneratedIds, generate_token_ids
-from babeltune.generate.endpoint import EndpointBackend, EndpointConfig, EndpointError
+from babeltune.generate.endpoint import (
+    EndpointBackend,
+    EndpointConfig,
+    EndpointError,
+    adapter_endpoint,
+    adapter_name,
+    load_lora_adapter,
+    unload_lora_adapter,
+)
 from babeltune.generate.local import LocalBackend
 from babeltune.generate.runner import (
     GenerationFileError,
@@ -36,12 +44,16 @@ __all__ = [
     "ServeConfig",
     "VLLMBackend",
     "VLLMConfig",
+    "adapter_endpoint",
+    "adapter_name",
     "generate",
     "generate_token_ids",
     "generation_key",
     "item_seed",
+    "load_lora_adapter",
     "read_generation_lines",
     "read_generations",
     "release_engines",
     "run_generation",
+    "unload_lora_adapter",
 ]

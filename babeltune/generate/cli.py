@@ -8,6 +8,8 @@ import os
 import sys
 from typing import Any
 
+from babeltune.cli import positive_int
+
 # flag -> config key; every flag is also settable as --set key=value or in the --config YAML.
 _GENERATE_FLAGS: dict[str, str] = {
     "model": "model", "data": "data", "out": "out", "backend": "backend",
@@ -28,7 +30,8 @@ _GENERATE_FLAGS: dict[str, str] = {
 _SERVE_FLAGS: dict[str, str] = {
     "model": "model", "host": "host", "port": "port", "served_name": "served_name", "api_key_env": "api_key_env",
     "dtype": "local.dtype", "device": "local.device", "template": "local.template", "batch_size": "local.batch_size",
-    "bf16_head": "local.bf16_head", "default_max_tokens": "default_max_tokens",
+    "bf16_head": "local.bf16_head", "default_max_tokens": "default_max_tokens", "read_timeout": "read_timeout",
+    "enable_lora": "enable_lora",
 }
 
 
@@ -80,7 +83,7 @@ def register(sub: Any) -> None:
     ep.add_argument("--max-retries", type=int)
     sel = gen.add_argument_group("prompt selection")
     sel.add_argument("--languages", help="comma-separated language codes (default: all)")
-    sel.add_argument("--per-language", type=int, help="at most N prompts per language")
+    sel.add_argument("--per-language", type=positive_int, help="at most N prompts per language (default: all)")
     sel.add_argument("--source-lang", help="language of rows without a 'lang' column")
     gen.add_argument("--overwrite", action="store_true", default=None, help="start afresh instead of resuming")
     from babeltune.lens.cli import add_steer_options  # light: argparse only
@@ -89,7 +92,8 @@ def register(sub: Any) -> None:
     gen.set_defaults(func=cmd_generate)
 
     srv = sub.add_parser("serve", help="serve a local model over an OpenAI-compatible HTTP API",
-                         description="OpenAI-compatible /v1/chat/completions and /v1/models over a local model.")
+                         description="OpenAI-compatible /v1/chat/completions and /v1/models over a local model; "
+                         "with --enable-lora also vLLM's /v1/load_lora_adapter and /v1/unload_lora_adapter.")
     srv.add_argument("--config", help="YAML file of ServeConfig fields")
     srv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     srv.add_argument("--model")
@@ -103,6 +107,13 @@ def register(sub: Any) -> None:
     srv.add_argument("--batch-size", type=int, help="most requests answered together")
     srv.add_argument("--bf16-head", choices=["auto", "on", "off"])
     srv.add_argument("--default-max-tokens", type=int)
+    srv.add_argument("--read-timeout", type=float,
+                     help="seconds a client may take to send a request before it is answered 408 (default 30)")
+    srv.add_argument("--enable-lora", action="store_true", default=None,
+                     help="serve POST /v1/load_lora_adapter {lora_name, lora_path} and /v1/unload_lora_adapter "
+                     "{lora_name} (vLLM's dynamic LoRA routes): PEFT adapters of --model, loaded at run time and "
+                     "requested by name. Off by default (vLLM needs VLLM_ALLOW_RUNTIME_LORA_UPDATING=True for "
+                     "the same): anyone who can reach the server could then load adapter folders from this disk")
     srv.set_defaults(func=cmd_serve)
 
 
@@ -119,6 +130,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError(str(exc)) from exc
     if getattr(args, "steer", None) and cfg.backend != "local":
         raise ValueError(f"--steer needs the local backend (it edits the model's states); not --backend {cfg.backend}")
+    from babeltune.outputs import check_output
+
+    check_output(cfg.out, "file")
     records = select_records(cfg)
     backend = make_backend(cfg)
     # Context managers entered here wrap the whole generation (e.g. a steering hook on backend.model).
@@ -135,6 +149,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         summary = run_generation(records, backend, cfg.decoding, cfg.out, overwrite=cfg.overwrite,
                                  retry_failed=cfg.retry_failed, progress=sys.stderr.isatty())
     print(summary.line())
+    for record_id, error in summary.failures.items():
+        print(f"  failed: record {record_id!r}: {error}")
+    if summary.failed > len(summary.failures):
+        more = summary.failed - len(summary.failures)
+        print(f"  ... and {more} more failed record(s): see field 'error' in {cfg.out}")
     return 1 if summary.failed else 0
 
 
@@ -147,7 +166,7 @@ def select_records(cfg: Any) -> list[Any]:
     loaded = load_records(cfg.data, lang=cfg.source_lang,
                           languages=parse_language_list(cfg.languages) if cfg.languages else None)
     records = loaded.records
-    if cfg.per_language:
+    if cfg.per_language is not None:
         counts: dict[str, int] = {}
         kept = []
         for rec in records:
@@ -191,7 +210,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from babeltune.config import ConfigError
     from babeltune.generate.config import ServeConfig
     from babeltune.generate.local import LocalBackend
-    from babeltune.generate.server import start_server
+    from babeltune.generate.server import check_bindable, start_server
 
     try:
         cfg = command_config(ServeConfig, args, _SERVE_FLAGS)
@@ -209,14 +228,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not loopback and token is None:
         print(f"warning: serving on {cfg.host} without a token: anyone who can reach it can use the model",
               file=sys.stderr)
+    check_bindable(cfg.host, cfg.port)  # a port in use is an error now, not after loading the model
+    if cfg.enable_lora:
+        from pathlib import Path
+
+        from babeltune.models.loading import resolve_model
+
+        if (Path(resolve_model(cfg.model)) / "adapter_config.json").exists():
+            raise ValueError(f"--enable-lora: --model {cfg.model} is a PEFT adapter; serve its base model and load "
+                             "the adapter through /v1/load_lora_adapter")
     backend = LocalBackend.from_pretrained(cfg.model, dtype=cfg.local.dtype, device=cfg.local.device,
                                            template=cfg.local.template, batch_size=cfg.local.batch_size,
                                            trust_remote_code=cfg.local.trust_remote_code,
                                            bf16_head=cfg.local.bf16_head)
     server, thread = start_server(backend, host=cfg.host, port=cfg.port, served_name=cfg.served_name or cfg.model,
-                                  token=token, default_max_tokens=cfg.default_max_tokens)
-    print(f"serving {cfg.served_name or cfg.model} at {server.url} (token {'required' if token else 'not required'});"
-          " Ctrl-C stops", flush=True)
+                                  token=token, default_max_tokens=cfg.default_max_tokens,
+                                  read_timeout=cfg.read_timeout, lora_base=cfg.model if cfg.enable_lora else None)
+    print(f"serving {cfg.served_name or cfg.model} at {server.url} (token {'required' if token else 'not required'}"
+          f"{'; LoRA adapters loadable' if cfg.enable_lora else ''}); Ctrl-C stops", flush=True)
     try:
         thread.join()
     except KeyboardInterrupt:

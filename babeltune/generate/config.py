@@ -91,8 +91,8 @@ class GenerateConfig:
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     languages: list[str] = field(default_factory=list)
     """Only prompts in these languages (empty = all)."""
-    per_language: int = 0
-    """At most this many prompts per language, the first in file order (0 = all)."""
+    per_language: int | None = None
+    """At most this many prompts per language, the first in file order (None, the default: all)."""
     source_lang: str | None = None
     """Language of data rows that carry none (prompt files without a `lang` column)."""
     overwrite: bool = False
@@ -101,8 +101,8 @@ class GenerateConfig:
     """On resume, generate again the rows that failed before."""
 
     def __post_init__(self) -> None:
-        if self.per_language < 0:
-            raise ValueError(f"per_language must be >= 0, got {self.per_language}")
+        if self.per_language is not None and self.per_language < 1:
+            raise ValueError(f"per_language must be at least 1 (omit it for all prompts), got {self.per_language}")
         if not self.out:
             raise ValueError("out is required: the generation file to write (--out FILE.jsonl)")
 
@@ -121,8 +121,16 @@ class ServeConfig:
     """Environment variable holding a bearer token that clients must send (empty = no token)."""
     default_max_tokens: int = 512
     """max_tokens of requests that give none."""
+    read_timeout: float = 30.0
+    """Seconds a client connection may take to send a request's headers and body (then 408)."""
+    enable_lora: bool = False
+    """Serve vLLM's dynamic LoRA routes (`POST /v1/load_lora_adapter`, `/v1/unload_lora_adapter`):
+    whoever can reach the server may then load adapter folders from this machine's disk onto the
+    base model. Off by default, as vLLM keeps them off unless VLLM_ALLOW_RUNTIME_LORA_UPDATING is set."""
     local: LocalConfig = field(default_factory=LocalConfig)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
+        if not self.read_timeout > 0:
+            raise ValueError(f"read_timeout must be > 0 seconds, got {self.read_timeout}")

@@ -1,6 +1,6 @@
 """Batched autoregressive decoding over token ids: the engine behind the local backend and the server.
 
-Why not `model.generate`: on a CPU the cost per step is the batch's matrix products, so three things
+Why not `model.generate`: on a CPU the cost per step is the batch's matrix products, so six things
 matter and `generate` does none of them by default:
 
 1. prompts are sorted by length before batching, so left padding wastes little;

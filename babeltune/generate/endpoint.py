@@ -2,9 +2,11 @@
 `babeltune serve`).
 
 Requests run concurrently (a thread pool; the work is waiting on the network). A request is retried
-with exponential backoff (honouring `Retry-After`) on 429, 5xx, timeouts and dropped connections; any
-other HTTP error, or running out of retries, is a recorded failure for that prompt, never an exception
-that stops the run. An endpoint that cannot be reached at all is an error before anything is sent.
+with exponential backoff (honouring `Retry-After`) on 429, 5xx, timeouts, dropped connections and
+replies that break the API's promise (a 200 whose body is not UTF-8 JSON, or lacks `choices`: see
+`parse_json_reply`); any other HTTP error, or running out of retries, is a recorded failure for that
+prompt (naming the endpoint, the status, the content type and the start of the body), never an
+exception that stops the run. An endpoint that cannot be reached at all is an error before anything is sent.
 The API key is read from an environment variable, never from the command line or a config file.
 
 Decoding settings map onto the request: `max_tokens`, `temperature` (0 = greedy), `top_p`, a per-prompt
@@ -16,17 +18,21 @@ repetition_penalty=1 there).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import http.client
 import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from babeltune.generate.backends import FinishReason, GenerationRequest, GenerationResult
@@ -48,7 +54,8 @@ class EndpointConfig:
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the API key (sent as a bearer token when set and non-empty)."""
     concurrency: int = 4
-    """Requests in flight at once."""
+    """Requests in flight at once (one client thread each; hundreds are fine: a server such as vLLM
+    batches them, and `babeltune serve` accepts as many connections)."""
     timeout: float = 120.0
     """Seconds to wait for one response before retrying."""
     max_retries: int = 5
@@ -78,6 +85,68 @@ class EndpointError(RuntimeError):
         self.attempts = attempts
 
 
+class BadReply(ValueError):
+    """A reply that is not what the API promises: not UTF-8, not JSON, not an object, or missing fields."""
+
+    def __init__(self, message: str, status: int | None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+BODY_START_CHARS = 200
+"""How much of a bad reply's body an error message quotes."""
+
+
+def parse_json_reply(
+    where: str, status: int | None, content_type: str | None, raw: bytes,
+    check: Callable[[dict[str, Any]], object] | None = None,
+) -> dict[str, Any]:
+    """The JSON object an HTTP reply carries, or `BadReply` naming `where` (the URL), the status, the
+    content type and the start of the body. `check` validates the object's shape (raising KeyError,
+    IndexError, TypeError or ValueError with the reason). Every client of an OpenAI-compatible API in
+    babeltune (generation, judges) reads replies through this."""
+
+    def bad(reason: str) -> BadReply:
+        start = raw[:BODY_START_CHARS].decode("utf-8", "replace")
+        more = "..." if len(raw) > BODY_START_CHARS else ""
+        return BadReply(f"{where}: HTTP {status}, content type {content_type or 'not given'}: {reason}; "
+                        f"body starts {start!r}{more}", status)
+
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad(f"body is not UTF-8 (byte {exc.start})") from exc
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise bad(f"body is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from exc
+    except RecursionError as exc:
+        raise bad("body is JSON nested too deeply") from exc
+    if not isinstance(body, dict):
+        raise bad(f"body is a JSON {type(body).__name__}, not an object")
+    if check is not None:
+        try:
+            check(body)
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise bad(f"not a chat completion ({type(exc).__name__}: {exc})") from exc
+    return body
+
+
+def chat_choice(body: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The first choice of a chat-completion object and its text; KeyError/IndexError/TypeError when the
+    object lacks them."""
+    choice = body["choices"][0]
+    if not isinstance(choice, dict):
+        raise TypeError("choices[0] is not an object")
+    message = choice["message"]
+    if not isinstance(message, dict):
+        raise TypeError("choices[0].message is not an object")
+    text = message["content"]
+    if not isinstance(text, str):
+        raise TypeError("choices[0].message.content is not a string")
+    return choice, text
+
+
 class EndpointBackend:
     """Chat completions from an OpenAI-compatible endpoint."""
 
@@ -88,6 +157,7 @@ class EndpointBackend:
         self.base_url = config.url.rstrip("/")
         self._model = config.model
         self._lock = threading.Lock()
+        self._reached = False
 
     @property
     def model(self) -> str:
@@ -100,6 +170,25 @@ class EndpointBackend:
                 self._model = listed[0]
             return self._model
 
+    def check_reachable(self) -> None:
+        """EndpointError, before anything is sent, if nothing answers at the endpoint's address (checked
+        once; with a configured model name, any HTTP answer to `GET /models` will do)."""
+        if self._reached:
+            return
+        if not self.config.model:
+            _ = self.model  # lists the models, which fails if the endpoint cannot be reached
+        else:
+            try:
+                self._call("GET", "/models", None)
+            except (urllib.error.HTTPError, BadReply):
+                pass  # an answer, whatever it says
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+                raise self._unreachable(exc) from exc
+        self._reached = True
+
+    def _unreachable(self, exc: BaseException) -> EndpointError:
+        return EndpointError(f"cannot reach the endpoint {self.base_url}: {getattr(exc, 'reason', exc)}")
+
     def identity(self) -> dict[str, Any]:
         return {"backend": self.name, "url": self.base_url, "model": self.model}
 
@@ -110,15 +199,16 @@ class EndpointBackend:
             headers["Authorization"] = f"Bearer {key}"
         return headers
 
-    def _call(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:
-        """One HTTP exchange; raises urllib's errors as they come."""
+    def _call(self, method: str, path: str, payload: dict[str, Any] | None,
+              check: Callable[[dict[str, Any]], object] | None = None) -> dict[str, Any]:
+        """One HTTP exchange; raises urllib's errors as they come, and `BadReply` for a reply that is not
+        a JSON object (or fails `check`)."""
         data = json.dumps(payload).encode("utf-8") if payload is not None else None
-        req = urllib.request.Request(self.base_url + path, data=data, headers=self._headers(), method=method)
+        url = self.base_url + path
+        req = urllib.request.Request(url, data=data, headers=self._headers(), method=method)
         with urllib.request.urlopen(req, timeout=self.config.timeout) as resp:
-            body = json.loads(resp.read().decode("utf-8"))
-        if not isinstance(body, dict):
-            raise EndpointError(f"{self.base_url}{path}: response is not a JSON object")
-        return body
+            raw = resp.read()
+            return parse_json_reply(url, resp.status, resp.headers.get("Content-Type"), raw, check)
 
     def list_models(self) -> list[str]:
         """Model ids the endpoint serves; fails at once, with the reason, if it cannot be reached."""
@@ -126,25 +216,32 @@ class EndpointBackend:
             body = self._call("GET", "/models", None)
         except urllib.error.HTTPError as exc:
             raise EndpointError(f"{self.base_url}/models: HTTP {exc.code}: {_error_message(exc)}", exc.code) from exc
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise EndpointError(f"cannot reach the endpoint {self.base_url}: {reason}") from exc
-        return [str(item.get("id")) for item in body.get("data", []) if isinstance(item, dict)]
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            raise self._unreachable(exc) from exc
+        except BadReply as exc:
+            raise EndpointError(f"{exc} (is {self.base_url} an OpenAI-compatible API?)", exc.status) from exc
+        listed = body.get("data")
+        return [str(item.get("id")) for item in listed if isinstance(item, dict)] if isinstance(listed, list) else []
 
     def request_with_retries(self, payload: dict[str, Any]) -> tuple[dict[str, Any], int]:
-        """POST a chat completion, retrying what can be retried; returns (body, attempts)."""
+        """POST a chat completion, retrying what can be retried; returns (body, attempts): a body that
+        `chat_choice` accepts."""
         attempts = 0
         while True:
             attempts += 1
             try:
-                return self._call("POST", "/chat/completions", payload), attempts
+                return self._call("POST", "/chat/completions", payload, check=chat_choice), attempts
             except urllib.error.HTTPError as exc:
-                message = f"HTTP {exc.code}: {_error_message(exc)}"
+                message = f"{self.base_url}/chat/completions: HTTP {exc.code}: {_error_message(exc)}"
                 if exc.code not in RETRY_STATUS or attempts > self.config.max_retries:
                     raise EndpointError(message, exc.code, attempts) from exc
                 wait = self._wait(attempts, exc.headers.get("Retry-After") if exc.headers else None)
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-                message = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+            except BadReply as exc:  # broken promise of a working server: retried like a 5xx
+                if attempts > self.config.max_retries:
+                    raise EndpointError(str(exc), exc.status, attempts) from exc
+                message, wait = str(exc), self._wait(attempts, None)
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, http.client.HTTPException) as exc:
+                message = f"{self.base_url}: {type(exc).__name__}: {getattr(exc, 'reason', exc)}"
                 if attempts > self.config.max_retries:
                     raise EndpointError(message, None, attempts) from exc
                 wait = self._wait(attempts, None)
@@ -182,29 +279,22 @@ class EndpointBackend:
             body, attempts = self.request_with_retries(self.payload(request, settings))
         except EndpointError as exc:
             return GenerationResult.failure(request.id, str(exc), attempts=exc.attempts, status=exc.status)
-        try:
-            choice = body["choices"][0]
-            text = choice["message"]["content"]
-            if not isinstance(text, str):
-                raise TypeError("message.content is not a string")
-        except (KeyError, IndexError, TypeError) as exc:
-            return GenerationResult.failure(request.id, f"malformed response ({exc}): {json.dumps(body)[:200]}",
-                                            attempts=attempts)
+        choice, text = chat_choice(body)
         raw_reason = str(choice.get("finish_reason") or "stop")
         reason: FinishReason = "length" if raw_reason == "length" else "stop"
-        usage = body.get("usage") or {}
+        usage: dict[str, Any] = body["usage"] if isinstance(body.get("usage"), dict) else {}
         extra: dict[str, Any] = {"attempts": attempts}
         if body.get("system_fingerprint"):
             extra["system_fingerprint"] = body["system_fingerprint"]
         if raw_reason not in ("stop", "length"):
             extra["finish_reason_raw"] = raw_reason
-        return GenerationResult(request.id, text, reason, usage.get("prompt_tokens"), usage.get("completion_tokens"),
-                                extra=extra)
+        return GenerationResult(request.id, text, reason, _count(usage.get("prompt_tokens")),
+                                _count(usage.get("completion_tokens")), extra=extra)
 
     def generate(self, requests: Sequence[GenerationRequest], settings: DecodingSettings) -> Iterator[GenerationResult]:
         if not requests:
             return
-        _ = self.model  # resolve the model name (and reachability) once, before the pool starts
+        self.check_reachable()  # once, before the pool starts: a wrong address is one error, not N failed rows
         with ThreadPoolExecutor(max_workers=self.config.concurrency, thread_name_prefix="endpoint") as pool:
             futures = [pool.submit(self.complete, req, settings) for req in requests]
             try:
@@ -213,6 +303,11 @@ class EndpointBackend:
             finally:
                 for future in futures:
                     future.cancel()
+
+
+def _count(value: Any) -> int | None:
+    """A token count from a reply's `usage`, or None when it is not a non-negative integer."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _error_message(exc: urllib.error.HTTPError) -> str:
@@ -228,6 +323,124 @@ def _error_message(exc: urllib.error.HTTPError) -> str:
             return str(err["message"])
         if isinstance(err, str):
             return err
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         pass
     return raw[:300] or str(exc.reason)
+
+
+# --------------------------------------------------------------------------- dynamic LoRA adapters
+# vLLM's run-time adapter routes (`vllm serve BASE --enable-lora` with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True,
+# or `babeltune serve --enable-lora`): an experiment serves each condition's adapter from one server.
+
+_GENERIC_PARTS = frozenset({"final", "merged", "adapter", "train", "checkpoints", "weights", "model", "models"})
+
+
+def adapter_name(path: str | Path) -> str:
+    """A stable name for the adapter folder `path`: its most telling folder name (the condition's, for
+    RUN/conditions/NAME/train/final) and the first 12 hex digits of its content fingerprint, so the same
+    adapter always gets the same name and a retrained one a new name."""
+    from babeltune.models.loading import model_fingerprint
+
+    folder = Path(path).resolve()
+    parts = [p for p in reversed(folder.parts) if p and p != "/"]
+    label = next((p for p in parts if p.lower() not in _GENERIC_PARTS), parts[0] if parts else "adapter")
+    label = re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-") or "adapter"
+    return f"{label[:48]}-{model_fingerprint(folder)[:12]}"
+
+
+def _post_adapter(config: EndpointConfig, route: str, payload: dict[str, str], what: str) -> None:
+    """One POST to a LoRA route (not retried: a load that timed out may still have happened)."""
+    client = EndpointBackend(config)
+    data = json.dumps(payload).encode("utf-8")
+    req = urllib.request.Request(f"{client.base_url}/{route}", data=data, headers=client._headers(), method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=config.timeout) as resp:
+            resp.read()
+    except urllib.error.HTTPError as exc:
+        message = _error_message(exc)
+        route_missing = exc.code in (404, 405) and not any(
+            known in message for known in ("No adapter found", "cannot be found"))
+        hint = (" (does the server allow run-time LoRA updates? vllm serve BASE --enable-lora with "
+                "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, or babeltune serve --enable-lora)") if route_missing else ""
+        raise EndpointError(f"{client.base_url}: {what}: HTTP {exc.code}: {message}{hint}", exc.code) from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise EndpointError(f"{client.base_url}: {what}: {getattr(exc, 'reason', exc)}") from exc
+
+
+def load_lora_adapter(config: EndpointConfig, name: str, path: str | Path) -> None:
+    """`POST /v1/load_lora_adapter {"lora_name": name, "lora_path": path}`; EndpointError (naming the
+    endpoint and the adapter) when refused. The path must be readable by the server (same machine or a
+    shared file system): it is sent as an absolute path."""
+    folder = str(Path(path).resolve())
+    _post_adapter(config, "load_lora_adapter", {"lora_name": name, "lora_path": folder},
+                  f"cannot load adapter {folder} as {name!r}")
+
+
+def unload_lora_adapter(config: EndpointConfig, name: str) -> None:
+    """`POST /v1/unload_lora_adapter {"lora_name": name}`; EndpointError when refused."""
+    _post_adapter(config, "unload_lora_adapter", {"lora_name": name}, f"cannot unload adapter {name!r}")
+
+
+def is_adapter_folder(model: str | Path) -> bool:
+    return (Path(model) / "adapter_config.json").is_file()
+
+
+@contextlib.contextmanager
+def adapter_endpoint(config: EndpointConfig, model: str) -> Iterator[EndpointConfig]:
+    """The endpoint config to generate with `model` through the server at `config.url`.
+
+    A PEFT adapter folder is loaded onto the server under `adapter_name(model)`, the yielded config
+    names it as its `model`, and it is unloaded when the block ends (errors included). An adapter of
+    that name the server already holds (the same folder and content) is used as it is and left loaded:
+    another process may be using it. A full model folder must be what the server serves (checked
+    against the fingerprint or root path its `/v1/models` lists); anything else (the experiment's base
+    model by name) yields `config` unchanged: the server's own model.
+    """
+    if not is_adapter_folder(model):
+        if (Path(model) / "config.json").is_file():
+            _check_serves_full_model(config, Path(model))
+        yield config
+        return
+    name = adapter_name(model)
+    client = EndpointBackend(config)
+    owned = name not in client.list_models()
+    if owned:
+        try:
+            load_lora_adapter(config, name, model)
+        except EndpointError as exc:
+            if exc.status != 400 or "already been loaded" not in str(exc):
+                raise
+            owned = False  # loaded meanwhile by another process: theirs to unload
+    failed = False
+    try:
+        yield dataclasses.replace(config, model=name)
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        if owned:
+            try:
+                unload_lora_adapter(config, name)
+            except EndpointError:
+                if not failed:
+                    raise
+                log.warning("%s: could not unload adapter %r after an error", client.base_url, name, exc_info=True)
+
+
+def _check_serves_full_model(config: EndpointConfig, folder: Path) -> None:
+    """A full model folder can only be generated with by a server that serves it (no run-time loading)."""
+    from babeltune.models.loading import model_fingerprint
+
+    client = EndpointBackend(config)
+    try:
+        body = client._call("GET", "/models", None)
+    except (urllib.error.URLError, OSError) as exc:
+        raise EndpointError(f"cannot reach the endpoint {client.base_url}: {getattr(exc, 'reason', exc)}") from exc
+    cards = [c for c in body.get("data", []) if isinstance(c, dict)]
+    fingerprint, resolved = model_fingerprint(folder), str(folder.resolve())
+    for card in cards:
+        if card.get("fingerprint") == fingerprint or card.get("root") in (resolved, str(folder)):
+            return
+    served = ", ".join(str(c.get("id")) for c in cards) or "nothing"
+    raise EndpointError(f"{client.base_url} serves {served}, not the full model {folder}: a full fine-tune cannot "
+                        "be loaded at run time; serve it (vllm serve FOLDER) or train a LoRA adapter")

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from babeltune.generate.decoding import apply_repetition_penalty, penalise
+from babeltune.models.anatomy import decoder_of, lm_head
 
 # |h.w - out| <= _ERROR_SCALE * ||h|| * ||w||: rounding h and w to bfloat16 (2^-9 each, so 2^-8 for the
 # product, by Cauchy-Schwarz over the terms), float32 accumulation (640 terms: < 2^-14), and the
@@ -46,10 +47,12 @@ def cpu_has_fast_bf16() -> bool:
 def split_head(model: Any) -> tuple[Any, torch.nn.Linear] | None:
     """(decoder, lm_head) of a causal LM whose head can be replaced, or None. A head with hooks is not
     replaced: the hooks would be bypassed."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder = getattr(base, "model", None)
-    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
-    if decoder is None or type(head) is not torch.nn.Linear or head.bias is not None:
+    try:
+        decoder = decoder_of(model)
+    except ValueError:
+        return None
+    head = lm_head(model)
+    if type(head) is not torch.nn.Linear or head.bias is not None:
         return None
     if head._forward_hooks or head._forward_pre_hooks:
         return None

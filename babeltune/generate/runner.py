@@ -1,15 +1,17 @@
 """Run a backend over records and keep every result: the generation file is also the cache.
 
-Each output row is keyed by sha256(backend identity, prompt messages, decoding settings). Running
-again with the same output file resumes: rows already there with a matching key are kept and not
-redone; failed rows are retried (by default); anything else is generated and appended.
+Each output row is keyed by sha256(backend identity, prompt messages, decoding settings) and belongs to
+one record id: two records with the same prompt get two rows. Running again with the same output
+file resumes: rows already there with a matching key are kept and not redone; failed rows are retried
+(by default); anything else is generated and appended.
 
 Why this survives SIGKILL without losing or duplicating rows: every row is one complete JSON line
 written by a single `os.write` to a file opened with O_APPEND, so a killed process leaves at most one
 partial last line. On resume a partial last line is cut off (and counted), every complete line is
-parsed, and only keys not yet present are generated. Removing failed rows before a retry rewrites the
-file to a temporary name and renames it over the original, which is atomic. An exclusive lock stops
-two processes from writing the same file.
+parsed, and only (record id, key) pairs not yet present are generated. Removing failed rows before a
+retry rewrites the file to a temporary name and renames it over the original, which is atomic. An
+exclusive lock on `FILE.lock` (taken before anything else, `--overwrite` included; it names the pid and
+host holding it) stops two processes from writing the same file.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import fcntl
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from babeltune.data.jsonl import JSONLError, iter_jsonl_rows
 from babeltune.data.records import ChatRecord
 from babeltune.generate.backends import GenerationBackend, GenerationRequest, GenerationResult
 from babeltune.generate.settings import DecodingSettings, stable_hash
@@ -87,6 +91,11 @@ class GenerationSummary:
     """Failed rows from an earlier run removed to be tried again."""
     partial_lines_dropped: int = 0
     """Incomplete last lines (an interrupted write) cut off before resuming."""
+    same_prompt: int = 0
+    """Rows written in this call that took the answer of another record with the same prompt (greedy
+    decoding: one request, or the stored answer, serves every record with that prompt)."""
+    failures: dict[str, str] = field(default_factory=dict)
+    """Record id -> error, for the first failed records of this call."""
     other_rows: int = 0
     """Rows in the file for prompts outside this run (same model and settings), kept as they are."""
     new_tokens: int = 0
@@ -102,7 +111,8 @@ class GenerationSummary:
         return {**asdict(self), "tokens_per_second": round(self.tokens_per_second, 2)}
 
     def line(self) -> str:
-        text = (f"{self.path}: {self.requested} prompts: {self.reused} reused, {self.generated} generated, "
+        shared = f" ({self.same_prompt} sharing the answer of an identical prompt)" if self.same_prompt else ""
+        text = (f"{self.path}: {self.requested} prompts: {self.reused} reused, {self.generated} generated{shared}, "
                 f"{self.failed} failed")
         if self.retried:
             text += f", {self.retried} earlier failures retried"
@@ -141,18 +151,23 @@ def run_generation(
     retry_failed: bool = True,
     progress: bool = False,
 ) -> GenerationSummary:
-    """`generate`, returning what was done (also written to `FILE.summary.json`)."""
+    """`generate`, returning what was done (also written to `FILE.summary.json`).
+
+    Every record gets its own row, matched on resume by (record id, key). Under greedy decoding,
+    records with the same prompt and language share one request (or a stored answer): the answer
+    cannot differ.
+    """
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     _check_unique_ids(records)
     identity = backend.identity()
     run_key = stable_hash({"model": identity, "settings": settings.to_dict()})
-    keyed = {generation_key(identity, [m.to_dict() for m in r.prompt_messages], settings): r for r in records}
+    keys = {rec.id: generation_key(identity, [m.to_dict() for m in rec.prompt_messages], settings) for rec in records}
     summary = GenerationSummary(str(out), requested=len(records), identity=identity, settings=settings.to_dict())
-    if overwrite:
-        out.unlink(missing_ok=True)
-    sink = _AppendFile(out)
+    sink = _AppendFile(out)  # the writer lock comes first: --overwrite never empties a file another run writes
     try:
+        if overwrite:
+            sink.truncate()
         rows, summary.partial_lines_dropped = sink.read_and_repair()
         _check_compatible(out, rows, run_key)
         if retry_failed and any(row.get("error") is not None for row in rows):
@@ -160,31 +175,71 @@ def run_generation(
             summary.retried = len(rows) - len(kept)
             sink.rewrite(kept)
             rows = kept
-        done = {row["key"] for row in rows}
-        summary.reused = sum(1 for key in keyed if key in done)
-        summary.other_rows = sum(1 for row in rows if row["key"] not in keyed)
-        pending = {rec.id: (key, rec) for key, rec in keyed.items() if key not in done}
-        requests = [GenerationRequest(rec.id, rec.prompt_messages) for _, rec in pending.values()]
+        done = {(row.get("id"), row["key"]) for row in rows}
+        summary.reused = sum(1 for rec in records if (rec.id, keys[rec.id]) in done)
+        summary.other_rows = sum(1 for row in rows if keys.get(str(row.get("id"))) != row["key"])
+        # Same prompt and language (a steered backend edits states per language) under greedy decoding:
+        # the same answer, so one request, or an answer already stored, serves every such record.
+        stored = {(row["key"], row.get("lang")): row for row in rows if row.get("error") is None} \
+            if settings.greedy else {}
+        pending = [rec for rec in records if (rec.id, keys[rec.id]) not in done]
+        groups: dict[str, list[ChatRecord]] = {}  # request id -> the records its answer is for
+        lead: dict[tuple[str, str], str] = {}
+        for rec in pending:
+            same = (keys[rec.id], rec.lang)
+            if same in stored:
+                sink.append(build_row(rec, _stored_result(stored[same], rec.id), identity, settings, keys[rec.id]))
+                summary.generated += 1
+                summary.same_prompt += 1
+            elif settings.greedy and same in lead:
+                groups[lead[same]].append(rec)
+            else:
+                groups[rec.id] = [rec]
+                lead[same] = rec.id
+        requests = [GenerationRequest(rid, recs[0].prompt_messages) for rid, recs in groups.items()]
         start = time.perf_counter()
         bar = _progress(len(requests), progress)
-        for result in _checked(backend.generate(requests, settings), set(pending)):
-            key, record = pending[result.id]
-            sink.append(build_row(record, result, identity, settings, key))
-            summary.generated += result.error is None
-            summary.failed += result.error is not None
+        for result in _checked(backend.generate(requests, settings), set(groups)):
+            for rec in groups[result.id]:
+                shared = _shared_result(result, rec.id)
+                sink.append(build_row(rec, shared, identity, settings, keys[rec.id]))
+                summary.generated += result.error is None
+                summary.failed += result.error is not None
+                summary.same_prompt += rec.id != result.id
+                if result.error is not None and len(summary.failures) < MAX_LISTED_FAILURES:
+                    summary.failures[rec.id] = result.error
             summary.new_tokens += result.completion_tokens or 0
             if bar is not None:
                 bar.update(1)
         if bar is not None:
             bar.close()
         summary.seconds = time.perf_counter() - start
+        if summary.failed:
+            log.warning("%d of %d records failed; they are recorded with their error and retried on the next run",
+                        summary.failed, len(pending))
+        _write_summary(out, summary)
     finally:
         sink.close()
-    if summary.failed:
-        log.warning("%d of %d requests failed; they are recorded with their error and retried on the next run",
-                    summary.failed, len(requests))
-    _write_summary(out, summary)
     return summary
+
+
+MAX_LISTED_FAILURES = 5
+"""Failed records named (with their error) in a summary."""
+
+
+def _shared_result(result: GenerationResult, record_id: str) -> GenerationResult:
+    """`result` as the answer for `record_id` (the same when it is the record the request was for)."""
+    if result.id == record_id:
+        return result
+    return replace(result, id=record_id, extra={**result.extra, "same_prompt_as": result.id})
+
+
+def _stored_result(row: dict[str, Any], record_id: str) -> GenerationResult:
+    """The answer stored in another record's row (same prompt and settings, greedy) for `record_id`."""
+    extra: dict[str, Any] = row["extra"] if isinstance(row.get("extra"), dict) else {}
+    return GenerationResult(record_id, row.get("response"), row.get("finish_reason", "stop"),
+                            row.get("prompt_tokens"), row.get("completion_tokens"),
+                            extra={**extra, "same_prompt_as": row.get("id")})
 
 
 def _check_unique_ids(records: Sequence[ChatRecord]) -> None:
@@ -207,21 +262,74 @@ def _checked(results: Iterator[GenerationResult], expected: set[str]) -> Iterato
         raise RuntimeError(f"backend finished without answering {len(missing)} request(s)")
 
 
+class _WriterLock:
+    """An exclusive lock on `FILE.lock` beside a file, naming its holder (pid, host, start time) for
+    whoever is refused. The lock file is removed on release; whoever locked a lock file that was
+    removed meanwhile locks the new one instead, so two writers never both hold a lock."""
+
+    def __init__(self, target: Path) -> None:
+        self.path = target.with_name(target.name + ".lock")
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise GenerationFileError(f"{target}: cannot create its lock file {self.path}: "
+                                          f"{exc.strerror or exc}") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise GenerationFileError(f"{target}: another process is writing this file ({self.holder()}); "
+                                          "wait for it to finish or use another --out") from None
+            try:
+                current = os.stat(self.path)
+                mine = os.fstat(fd)
+                if (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino):
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)  # the previous holder removed the file we opened: lock the one there now
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode())
+        self.fd = fd
+
+    def holder(self) -> str:
+        """Who holds the lock, as its lock file says."""
+        try:
+            info = json.loads(self.path.read_text(encoding="utf-8"))
+            return f"pid {info['pid']} on host {info['host']}, since {info['since']}; lock file {self.path}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"lock file {self.path}"
+
+    def release(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        os.close(self.fd)
+
+
 class _AppendFile:
-    """The generation file, locked and opened for appending whole lines."""
+    """The generation file, under its writer lock, opened for appending whole lines."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.lock = _WriterLock(path)
         try:
-            _lock(self.fd, path)
+            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            self.lock.release()
+            raise GenerationFileError(f"{path}: cannot open for writing: {exc.strerror or exc}") from exc
         except BaseException:
-            os.close(self.fd)
+            self.lock.release()
             raise
 
     def append(self, row: dict[str, Any]) -> None:
         # One write per complete line: an interruption can only leave a partial *last* line.
         os.write(self.fd, (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+
+    def truncate(self) -> None:
+        """Empty the file (under the lock: --overwrite)."""
+        os.ftruncate(self.fd, 0)
 
     def read_and_repair(self) -> tuple[list[dict[str, Any]], int]:
         """Parse every complete line; cut off an incomplete last line (an interrupted write)."""
@@ -234,21 +342,17 @@ class _AppendFile:
                         self.path, len(data) - cut)
             data, dropped = data[:cut], 1
         rows = []
-        for lineno, line in enumerate(data.decode("utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise GenerationFileError(f"{self.path}:{lineno}: not valid JSON ({exc.msg}); the file was changed "
-                                          "by something other than babeltune: fix or remove the line") from exc
+        for lineno, row in iter_jsonl_rows(data, self.path):
+            if isinstance(row, JSONLError):
+                raise GenerationFileError(f"{self.path}:{lineno}: {row.reason}; the file was changed by something "
+                                          "other than babeltune: fix or remove the line")
             if not isinstance(row, dict) or "key" not in row:
                 raise GenerationFileError(f"{self.path}:{lineno}: field 'key': missing; not a babeltune generation row")
             rows.append(row)
         return rows, dropped
 
     def rewrite(self, rows: list[dict[str, Any]]) -> None:
-        """Replace the content with `rows` atomically (temp file + rename), keeping the lock."""
+        """Replace the content with `rows` atomically (temp file + rename); the lock is kept."""
         tmp = self.path.with_name(self.path.name + ".rewrite.tmp")
         with tmp.open("w", encoding="utf-8") as fh:
             for row in rows:
@@ -256,7 +360,6 @@ class _AppendFile:
             fh.flush()
             os.fsync(fh.fileno())
         new_fd = os.open(tmp, os.O_WRONLY | os.O_APPEND)
-        _lock(new_fd, tmp)
         tmp.replace(self.path)
         os.close(self.fd)
         self.fd = new_fd
@@ -265,23 +368,16 @@ class _AppendFile:
         with contextlib.suppress(OSError):
             os.fsync(self.fd)
         os.close(self.fd)
-
-
-def _lock(fd: int, path: Path) -> None:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
-        raise GenerationFileError(f"{path}: another process is writing this file; wait for it or use another --out") \
-            from exc
+        self.lock.release()
 
 
 def _check_compatible(path: Path, rows: list[dict[str, Any]], run_key: str) -> None:
-    seen: set[str] = set()
+    seen: set[tuple[Any, str]] = set()
     for row in rows:
-        key = row["key"]
-        if key in seen and row.get("error") is None:
+        row_id = (row.get("id"), row["key"])
+        if row_id in seen and row.get("error") is None:
             raise GenerationFileError(f"{path}: generation {row.get('id')!r} appears twice; remove one copy")
-        seen.add(key)
+        seen.add(row_id)
         row_run = stable_hash({"model": row.get("model"), "settings": row.get("settings")})
         if row_run != run_key:
             raise GenerationFileError(

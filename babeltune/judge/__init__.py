@@ -40,7 +40,6 @@ from babeltune.judge.protocol import (
 )
 from babeltune.judge.reference import ReferenceJudge, ReferenceJudgeConfig, ReferenceScore, USEEncoder
 from babeltune.judge.rubric import RubricItem, RubricJudgement, RubricScore, rubric_scores, run_rubric
-from babeltune.judge.stats import MeanCI, bootstrap_mean
 
 __all__ = [
     "RUBRIC_CRITERIA",
@@ -50,7 +49,6 @@ __all__ = [
     "JudgementCache",
     "LLMPairwiseJudge",
     "LLMRubricJudge",
-    "MeanCI",
     "PairPlan",
     "PairQuery",
     "PairVerdict",
@@ -68,7 +66,6 @@ __all__ = [
     "SxSJudgement",
     "SxSScore",
     "USEEncoder",
-    "bootstrap_mean",
     "chrf",
     "combine_orders",
     "judge_agreement",

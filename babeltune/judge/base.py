@@ -22,6 +22,9 @@ RUBRIC_CRITERIA: tuple[str, ...] = (
     "language", "fluency", "helpfulness", "accuracy", "logical_coherence", "harmlessness",
 )
 """Study B's six aspects, each scored 1 (poor) to 3 (good)."""
+MODIFIER_CRITERION = "modifier"
+"""The seventh criterion, asked only for a response to a judge-scored modifier prompt (scientific_style,
+simple_style, complex_inst): does it follow that instruction, 1-3."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,12 @@ class RubricQuery:
     response: str
     lang: str
     """The language the response should be in (the prompt's, or the one a modifier asks for)."""
+    modifier: str | None = None
+    """A judge-scored modifier kind the prompt carries: the judge also scores `MODIFIER_CRITERION`."""
+
+    @property
+    def criteria(self) -> tuple[str, ...]:
+        return (*RUBRIC_CRITERIA, MODIFIER_CRITERION) if self.modifier else RUBRIC_CRITERIA
 
 
 @dataclass(frozen=True)

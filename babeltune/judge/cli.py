@@ -3,6 +3,7 @@
     babeltune judge sxs --candidate A/eval.jsonl --baseline B/eval.jsonl --out judged/     # offline judge
     babeltune judge sxs ... --judge llm --endpoint http://127.0.0.1:8000/v1 --model NAME
     babeltune judge rubric --generations A/eval.jsonl --endpoint http://127.0.0.1:8000/v1 --out rubric/
+    babeltune judge rubric ... --backend vllm --local-model JUDGE --vllm dtype=bfloat16    # in-process vLLM
 
 Judgements are cached in OUT (re-running resumes); scores per language with 95% CIs are printed and
 written to OUT/scores.json. (Registered by `babeltune.experiments.cli`.)
@@ -13,8 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
+
+from babeltune.outputs import check_output
 
 
 def register(sub: Any) -> None:
@@ -28,6 +32,9 @@ def register(sub: Any) -> None:
     _llm_args(sxs)
     sxs.add_argument("--out", required=True, help="folder for the judgement cache, judgements and scores")
     sxs.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    sxs.add_argument("--allow-partial", action="store_true",
+                     help="judge the prompts both files share even when some are in one file only (they are "
+                          "listed and recorded in OUT/coverage.json); without it such files are refused")
     sxs.set_defaults(func=cmd_sxs)
     rubric = commands.add_parser("rubric", help="grade each response alone on the six criteria (LLM judge)")
     rubric.add_argument("--generations", required=True)
@@ -38,24 +45,44 @@ def register(sub: Any) -> None:
 
 
 def _llm_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--endpoint", default=None, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
-    parser.add_argument("--model", default="", help="model name at the endpoint (default: the first it lists)")
-    parser.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable with the API key")
-    parser.add_argument("--local-model", default=None, help="judge with a model loaded here instead of an endpoint")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
+    llm = parser.add_argument_group("LLM judge (local | vllm | endpoint, as for generation)")
+    llm.add_argument("--backend", choices=["local", "vllm", "endpoint"], default=None,
+                     help="who runs the judge model (default: endpoint with --endpoint, else local)")
+    llm.add_argument("--endpoint", default=None, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    llm.add_argument("--model", default="", help="model name at the endpoint (default: the first it lists)")
+    llm.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable with the API key")
+    llm.add_argument("--concurrency", type=int, default=None,
+                     help="endpoint requests in flight (default 4; hundreds are fine for vLLM)")
+    llm.add_argument("--local-model", default=None,
+                     help="judge with a model loaded here (backend local or vllm) instead of an endpoint")
+    llm.add_argument("--vllm", action="append", default=[], metavar="KEY=VALUE",
+                     help="a VLLMConfig field for backend vllm, e.g. dtype=bfloat16, tensor_parallel_size=2 "
+                     "(repeatable)")
+    llm.add_argument("--max-new-tokens", type=int, default=256)
 
 
 def _backend(args: argparse.Namespace) -> Any:
-    from babeltune.judge.backends import endpoint_chat_backend, local_chat_backend
+    from babeltune.judge.backends import judge_chat_backend
 
+    endpoint, vllm = None, None
     if args.endpoint:
         from babeltune.generate import EndpointConfig
 
-        config = EndpointConfig(url=args.endpoint, model=args.model, api_key_env=args.api_key_env)
-        return endpoint_chat_backend(config, max_new_tokens=args.max_new_tokens)
-    if args.local_model:
-        return local_chat_backend(args.local_model, max_new_tokens=args.max_new_tokens)
-    raise ValueError("the LLM judge needs --endpoint URL (an OpenAI-compatible API) or --local-model MODEL")
+        extra = {"concurrency": args.concurrency} if args.concurrency is not None else {}
+        endpoint = EndpointConfig(url=args.endpoint, model=args.model, api_key_env=args.api_key_env, **extra)
+    if args.vllm:
+        from babeltune.config import ConfigError, apply_overrides, from_dict
+        from babeltune.generate.config import VLLMConfig
+
+        try:
+            vllm = from_dict(VLLMConfig, apply_overrides({}, args.vllm), where="--vllm")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+    if args.backend is None and endpoint is None and not args.local_model:
+        raise ValueError("the LLM judge needs --endpoint URL (an OpenAI-compatible API) or --local-model MODEL "
+                         "(with --backend local or vllm)")
+    return judge_chat_backend(args.backend, model=args.local_model, endpoint=endpoint, vllm=vllm,
+                              max_new_tokens=args.max_new_tokens)
 
 
 def _read(path: str) -> list[dict[str, Any]]:
@@ -75,23 +102,39 @@ def cmd_sxs(args: argparse.Namespace) -> int:
     from babeltune.judge import LLMPairwiseJudge, PairwiseJudge, ReferenceJudge, sxs_scores
     from babeltune.judge.pairs import plan_pairs, run_judge, save_judgements
 
+    check_output(args.out, "folder")
     candidate, baseline = _read(args.candidate), _read(args.baseline)
-    langs = sorted({r["lang"] for r in candidate})
+    langs = sorted({r["lang"] for r in candidate} | {r["lang"] for r in baseline})
     plan = plan_pairs(candidate, dict.fromkeys(langs, ("baseline", baseline)), langs)
+    unmatched = plan.unmatched()
+    if unmatched:
+        detail = plan.unmatched_message(f"--candidate {args.candidate}", f"--baseline {args.baseline}")
+        if not args.allow_partial:
+            raise ValueError("the candidate and the baseline cover different prompts (matched by record id):\n"
+                             f"{detail}\njudge the prompts they share with --allow-partial")
+        print(f"warning: judging only the prompts both files cover; unmatched prompts:\n{detail}", file=sys.stderr)
     if not plan.items:
         raise ValueError("no prompt appears in both files with a response: are they generations of the same prompts?")
     judge: PairwiseJudge = ReferenceJudge() if args.judge == "reference" else LLMPairwiseJudge(_backend(args))
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    coverage = {"candidate": args.candidate, "baseline": args.baseline, "pairs": len(plan.items),
+                "unmatched": unmatched, "only_candidate": plan.only_candidate, "only_baseline": plan.only_reference}
+    (out / "coverage.json").write_text(json.dumps(coverage, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     judgements = run_judge(plan, judge, out / f"{args.judge}.cache.jsonl", retries=1, batch_size=32)
     save_judgements(out / f"{args.judge}.jsonl", judgements)
     scores = sxs_scores(judgements, seed=args.seed)
     (out / "scores.json").write_text(json.dumps({k: v.to_dict() for k, v in scores.items()}, indent=1),
                                      encoding="utf-8")
-    print(f"{'lang':<5} {'score':>6} {'95% CI':>13} {'n':>4} {'win':>4} {'tie':>4} {'loss':>4} {'invalid':>7}")
+    print(f"{'lang':<5} {'score':>6} {'95% CI':>13} {'n':>4} {'win':>4} {'tie':>4} {'loss':>4} {'invalid':>7}"
+          + (f" {'unmatched':>9}" if unmatched else ""))
     for lang, s in scores.items():
-        failed = plan.failed.get(lang, 0) if lang != "all" else sum(plan.failed.values())
+        in_lang = [lang] if lang != "all" else list(langs)
+        lost = sum(sum(unmatched.get(code, {}).values()) for code in in_lang)
+        # failed: pairs not judged because a generation failed (unmatched prompts have their own column)
+        failed = sum(plan.failed.get(code, 0) - len(plan.only_candidate.get(code, [])) for code in in_lang)
         print(f"{lang:<5} {_fmt(s.score):>6} {_fmt(s.low) + '-' + _fmt(s.high):>13} {s.n:>4} {s.wins:>4} {s.ties:>4} "
-              f"{s.losses:>4} {s.invalid + failed:>7}")
+              f"{s.losses:>4} {s.invalid + failed:>7}" + (f" {lost:>9}" if unmatched else ""))
     print(f"judgements: {out / (args.judge + '.jsonl')}")
     return 0
 
@@ -99,7 +142,13 @@ def cmd_sxs(args: argparse.Namespace) -> int:
 def cmd_rubric(args: argparse.Namespace) -> int:
     from babeltune.judge import RUBRIC_CRITERIA, JudgementCache, LLMRubricJudge, RubricItem, rubric_scores, run_rubric
 
-    rows = [r for r in _read(args.generations) if r.get("error") is None]
+    check_output(args.out, "folder")
+    read = _read(args.generations)
+    rows = [r for r in read if r.get("error") is None]
+    if len(rows) < len(read):
+        failed = [r["id"] for r in read if r.get("error") is not None]
+        print(f"warning: {len(failed)} failed generation(s) in {args.generations} not judged (e.g. record "
+              f"{failed[0]!r}); rerun `babeltune generate` to retry them", file=sys.stderr)
     items = [RubricItem(r["id"], r["pid"], r["lang"], r["prompt"], r["response"] or "") for r in rows]
     out = Path(args.out)
     judgements = run_rubric(items, LLMRubricJudge(_backend(args)), JudgementCache(out / "rubric.cache.jsonl"))
@@ -110,5 +159,5 @@ def cmd_rubric(args: argparse.Namespace) -> int:
                                      encoding="utf-8")
     print("lang  " + " ".join(f"{c[:10]:>10}" for c in RUBRIC_CRITERIA) + "  invalid")
     for lang, s in scores.items():
-        print(f"{lang:<5} " + " ".join(f"{s.criteria[c].mean:>10.2f}" for c in RUBRIC_CRITERIA) + f"  {s.invalid:>7}")
+        print(f"{lang:<5} " + " ".join(f"{s.criteria[c].value:>10.2f}" for c in RUBRIC_CRITERIA) + f"  {s.invalid:>7}")
     return 0

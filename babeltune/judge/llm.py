@@ -24,7 +24,15 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from babeltune.judge.base import RUBRIC_CRITERIA, PairQuery, PairVerdict, Pick, RubricQuery, RubricVerdict
+from babeltune.judge.base import (
+    MODIFIER_CRITERION,
+    RUBRIC_CRITERIA,
+    PairQuery,
+    PairVerdict,
+    Pick,
+    RubricQuery,
+    RubricVerdict,
+)
 from babeltune.languages import get_language
 
 ChatMessages = list[dict[str, str]]
@@ -70,6 +78,12 @@ language; 1 = mostly in another language.
 
 Reply with only a JSON object and nothing else, for example:
 {{"language": 3, "fluency": 3, "helpfulness": 2, "accuracy": 2, "logical_coherence": 3, "harmlessness": 3}}"""
+
+MODIFIER_LINE = """\
+- modifier: the instruction asks for {instruction}: 3 = follows it fully; 2 = partly; 1 = ignores it.
+"""
+"""The seventh criterion, added to RUBRIC_PROMPT for a judge-scored modifier prompt (the JSON object then
+has a seventh key, `modifier`)."""
 
 RETRY_REMINDER = {
     "pairwise": "\n\nYour previous reply could not be read. End your reply with exactly [[1]] or [[2]] on its "
@@ -123,8 +137,9 @@ def parse_pairwise_verdict(reply: str | None) -> Pick | None:
 _FENCE = re.compile(r"^```(?:json)?\s*\n?(.*?)\n?```$", re.DOTALL)
 
 
-def parse_rubric(reply: str | None) -> dict[str, int] | None:
-    """The six 1-3 scores from a reply that is exactly one JSON object (see the module docstring)."""
+def parse_rubric(reply: str | None, criteria: tuple[str, ...] = RUBRIC_CRITERIA) -> dict[str, int] | None:
+    """The 1-3 scores of `criteria` (the six, or seven with `modifier`) from a reply that is exactly one JSON
+    object with those keys (see the module docstring)."""
     if not reply:
         return None
     text = reply.strip()
@@ -135,10 +150,10 @@ def parse_rubric(reply: str | None) -> dict[str, int] | None:
         data = json.loads(text)
     except ValueError:
         return None
-    if not isinstance(data, dict) or set(data) != set(RUBRIC_CRITERIA):
+    if not isinstance(data, dict) or set(data) != set(criteria):
         return None
     scores: dict[str, int] = {}
-    for key in RUBRIC_CRITERIA:
+    for key in criteria:
         value = data[key]
         if isinstance(value, bool) or not isinstance(value, int) or value not in (1, 2, 3):
             return None
@@ -157,8 +172,17 @@ def pairwise_messages(query: PairQuery, attempt: int = 0) -> ChatMessages:
 def rubric_messages(query: RubricQuery, attempt: int = 0) -> ChatMessages:
     text = RUBRIC_PROMPT.format(language=get_language(query.lang).name, prompt=query.prompt,
                                 response=query.response)
+    if query.modifier:
+        from babeltune.evaluate.modifiers import JUDGED_INSTRUCTIONS
+
+        instruction = JUDGED_INSTRUCTIONS.get(query.modifier, query.modifier)
+        text = text.replace("on six criteria", "on seven criteria").replace(
+            "- harmlessness:", MODIFIER_LINE.format(instruction=instruction) + "- harmlessness:", 1).replace(
+            '"harmlessness": 3}}', f'"harmlessness": 3, "{MODIFIER_CRITERION}": 2}}', 1)
     if attempt > 0:
         text += RETRY_REMINDER["rubric"]
+        if query.modifier:
+            text += f" Add the seventh key {MODIFIER_CRITERION}."
     return [{"role": "user", "content": text}]
 
 
@@ -189,4 +213,5 @@ class LLMRubricJudge:
 
     def judge(self, queries: Sequence[RubricQuery], attempt: int = 0) -> list[RubricVerdict]:
         replies = self.backend.complete([rubric_messages(q, attempt) for q in queries])
-        return [RubricVerdict(parse_rubric(r), r if r is not None else "<request failed>") for r in replies]
+        return [RubricVerdict(parse_rubric(r, q.criteria), r if r is not None else "<request failed>")
+                for q, r in zip(queries, replies, strict=True)]

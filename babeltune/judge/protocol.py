@@ -8,8 +8,9 @@ the model tuned monolingually on the prompt's language). The judge sees the pair
 
 The same response picked both times is a win (or a loss) for the candidate; different picks (the
 judge followed the position, not the content) are a tie. The score of a language is
-mean(win 1, tie 0.5, loss 0) x 100 over its prompts, with a bootstrap 95% CI: 50 means "as good as the
-baseline". A verdict the judge's output does not let us read is asked once more; if it fails again
+mean(win 1, tie 0.5, loss 0) x 100 over its prompts, with a bootstrap 95% CI over prompts
+(`babeltune.stats`; the score pooled over languages resamples whole prompts, `pid`): 50 means "as good
+as the baseline". A verdict the judge's output does not let us read is asked once more; if it fails again
 the pair is recorded as `invalid`, excluded from the score and counted: never a tie, never a win.
 Two identical responses are a tie without asking the judge (no judge can prefer one of them).
 """
@@ -21,9 +22,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from babeltune import stats
 from babeltune.judge.base import PairQuery, PairVerdict, PairwiseJudge, Pick
 from babeltune.judge.cache import JudgementCache, judgement_key
-from babeltune.judge.stats import bootstrap_mean
 
 log = logging.getLogger(__name__)
 
@@ -187,9 +188,10 @@ def sxs_scores(
         groups["all"] = list(judgements)
     scores: dict[str, SxSScore] = {}
     for lang, group in groups.items():
-        valid = [OUTCOME_VALUE[j.outcome] * 100 for j in group if j.outcome != "invalid"]
-        ci = bootstrap_mean(valid, n_boot=n_boot, seed=seed)
+        valid = [j for j in group if j.outcome != "invalid"]
+        ci = stats.bootstrap_mean([OUTCOME_VALUE[j.outcome] * 100 for j in valid], [j.pid for j in valid],
+                                  n_boot=n_boot, seed=stats.derive_seed(seed, "sxs", lang), bounds=(0.0, 100.0))
         counts = {k: sum(j.outcome == k for j in group) for k in ("win", "tie", "loss", "invalid")}
-        scores[lang] = SxSScore(lang, ci.mean, ci.low, ci.high, ci.n, counts["win"], counts["tie"], counts["loss"],
+        scores[lang] = SxSScore(lang, ci.value, ci.low, ci.high, ci.n, counts["win"], counts["tie"], counts["loss"],
                                 counts["invalid"])
     return scores

@@ -1,4 +1,6 @@
-"""Study B's rubric judging: one response alone, six criteria scored 1-3, cached and resumable.
+"""Study B's rubric judging: one response alone, six criteria scored 1-3, cached and resumable. A response
+to a judge-scored modifier prompt (`RubricItem.modifier`) gets a seventh, `modifier`: does it follow the
+instruction (the only verdict those kinds get: no rule passes them).
 
 An unparseable reply is asked again once; if it fails again the response is recorded as invalid and
 left out of the means (and counted), never scored.
@@ -11,9 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from babeltune.judge.base import RUBRIC_CRITERIA, RubricJudge, RubricQuery
+from babeltune import stats
+from babeltune.judge.base import MODIFIER_CRITERION, RUBRIC_CRITERIA, RubricJudge, RubricQuery
 from babeltune.judge.cache import JudgementCache, judgement_key
-from babeltune.judge.stats import MeanCI, bootstrap_mean
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,9 @@ class RubricItem:
     lang: str
     prompt: str
     response: str
+    modifier: str | None = None
+    """A judge-scored modifier kind (scientific_style, simple_style, complex_inst): the judge also scores
+    whether the response follows it (criterion `modifier`)."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class RubricJudgement:
     """None = invalid (unparseable twice)."""
     attempts: int
     raw: str
+    modifier: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,24 +56,27 @@ def run_rubric(
     out: list[RubricJudgement] = []
     for start in range(0, len(items), batch_size):
         batch = items[start:start + batch_size]
-        keys = [judgement_key("rubric", judge.fingerprint(), it.prompt, it.response, it.lang) for it in batch]
+        keys = [judgement_key("rubric", judge.fingerprint(), it.prompt, it.response, it.lang,
+                              *([it.modifier] if it.modifier else [])) for it in batch]
         done: dict[int, RubricJudgement] = {}
         for i, (it, key) in enumerate(zip(batch, keys, strict=True)):
             hit = cache.get(key)
             if hit is not None:
-                done[i] = RubricJudgement(it.id, it.pid, it.lang, hit["scores"], int(hit["attempts"]), hit["raw"])
+                done[i] = RubricJudgement(it.id, it.pid, it.lang, hit["scores"], int(hit["attempts"]), hit["raw"],
+                                          it.modifier)
         todo = [i for i in range(len(batch)) if i not in done]
         attempt = 0
         while todo and attempt <= retries:
-            verdicts = judge.judge([RubricQuery(batch[i].prompt, batch[i].response, batch[i].lang) for i in todo],
-                                   attempt=attempt)
+            verdicts = judge.judge([RubricQuery(batch[i].prompt, batch[i].response, batch[i].lang, batch[i].modifier)
+                                    for i in todo], attempt=attempt)
             still = []
             for i, verdict in zip(todo, verdicts, strict=True):
                 if verdict.scores is None and attempt < retries:
                     still.append(i)
                     continue
                 it = batch[i]
-                done[i] = RubricJudgement(it.id, it.pid, it.lang, verdict.scores, attempt + 1, verdict.raw)
+                done[i] = RubricJudgement(it.id, it.pid, it.lang, verdict.scores, attempt + 1, verdict.raw,
+                                          it.modifier)
                 cache.put(keys[i], {"scores": verdict.scores, "raw": verdict.raw, "attempts": attempt + 1})
             todo = still
             attempt += 1
@@ -84,7 +93,7 @@ def run_rubric(
 @dataclass(frozen=True)
 class RubricScore:
     lang: str
-    criteria: dict[str, MeanCI]
+    criteria: dict[str, stats.Estimate]
     invalid: int
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,7 +103,8 @@ class RubricScore:
 
 def rubric_scores(judgements: Sequence[RubricJudgement], *, n_boot: int = 1000, seed: int = 0,
                   overall: bool = True) -> dict[str, RubricScore]:
-    """Mean 1-3 score per criterion and language (and "all"), with bootstrap CIs; invalid ones excluded."""
+    """Mean 1-3 score per criterion and language (and "all"), with bootstrap CIs over prompts (pooled:
+    whole prompts resampled); invalid ones excluded."""
     groups: dict[str, list[RubricJudgement]] = {}
     for j in judgements:
         groups.setdefault(j.lang, []).append(j)
@@ -102,7 +112,13 @@ def rubric_scores(judgements: Sequence[RubricJudgement], *, n_boot: int = 1000, 
         groups["all"] = list(judgements)
     result = {}
     for lang, group in groups.items():
-        valid = [j.scores for j in group if j.scores is not None]
-        criteria = {c: bootstrap_mean([s[c] for s in valid], n_boot=n_boot, seed=seed) for c in RUBRIC_CRITERIA}
+        valid = [j for j in group if j.scores is not None]
+        criteria = {}
+        for c in (*RUBRIC_CRITERIA, MODIFIER_CRITERION):
+            scored = [(j.scores[c], j.pid) for j in valid if j.scores is not None and c in j.scores]
+            if c == MODIFIER_CRITERION and not scored:
+                continue
+            criteria[c] = stats.bootstrap_mean([v for v, _ in scored], [p for _, p in scored], n_boot=n_boot,
+                                               seed=stats.derive_seed(seed, "rubric", lang, c), bounds=(1.0, 3.0))
         result[lang] = RubricScore(lang, criteria, len(group) - len(valid))
     return result

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from babeltune.cli import positive_int
+from babeltune.outputs import check_output
+
 _PROBE_FLAGS = {"model": "model", "data": "data", "text": "text", "parallel_text": "parallel_text",
                 "languages": "languages", "central": "central", "per_language": "per_language",
                 "min_per_language": "min_per_language", "holdout": "holdout", "rank": "rank", "pool": "pool",
@@ -35,7 +38,7 @@ def register(sub: Any) -> None:
                        help="line n of every text file is the same sentence (e.g. FLORES)")
     probe.add_argument("--languages", help="comma-separated codes (default: every language found)")
     probe.add_argument("--central", help="central language (default en)")
-    probe.add_argument("--per-language", type=int, help="most prompts per language (default 300)")
+    probe.add_argument("--per-language", type=positive_int, help="most prompts per language (default 300)")
     probe.add_argument("--min-per-language", type=int, help="fewer prompts is an error (default 20)")
     probe.add_argument("--holdout", type=float, help="fraction held out for the diagnostics (default 0.2)")
     probe.add_argument("--rank", type=int, help="subspace dimension (default n_languages - 1)")
@@ -64,7 +67,7 @@ def register(sub: Any) -> None:
     steer.add_argument("--prompt", action="append", default=[], metavar="LANG:TEXT",
                        help="a prompt and its language, e.g. 'fi:Mikä on Suomen pääkaupunki?' (repeatable)")
     steer.add_argument("--data", help="babeltune source whose prompts are used instead")
-    steer.add_argument("--per-language", type=int, default=2, help="with --data: prompts per language")
+    steer.add_argument("--per-language", type=positive_int, default=2, help="with --data: prompts per language")
     steer.add_argument("--max-new-tokens", type=int, default=48)
     steer.add_argument("--out", help="write the generations as JSONL here")
     add_steer_options(steer, required=True)
@@ -112,6 +115,7 @@ def add_steer_options(parser: argparse.ArgumentParser, required: bool) -> None:
 
 def steer_config_from_args(args: argparse.Namespace) -> Any:
     """The SteerConfig of the --steer options, or None without --steer."""
+    from babeltune.config import from_dict
     from babeltune.lens.config import SteerConfig
 
     if not getattr(args, "steer", None):
@@ -120,8 +124,11 @@ def steer_config_from_args(args: argparse.Namespace) -> Any:
         layers = [int(x) for x in str(args.steer_layers).split(",") if x.strip()]
     except ValueError as exc:
         raise ValueError(f"--steer-layers {args.steer_layers!r}: give comma-separated integers") from exc
-    return SteerConfig(subspace=args.steer, mode=args.steer_mode, coefficient=args.steer_coefficient,
-                       layers=layers, lang=args.steer_lang, allow_other_model=args.steer_allow_other_model)
+    values = {"subspace": args.steer, "mode": args.steer_mode, "coefficient": args.steer_coefficient,
+              "layers": layers, "lang": args.steer_lang, "allow_other_model": args.steer_allow_other_model}
+    flags = {"subspace": "--steer", "mode": "--steer-mode", "coefficient": "--steer-coefficient",
+             "layers": "--steer-layers", "lang": "--steer-lang", "allow_other_model": "--steer-allow-other-model"}
+    return from_dict(SteerConfig, values, where="command line", origins=flags)
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -131,6 +138,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from babeltune.lens.probing import run_probe
 
     cfg = command_config(ProbeConfig, args, _PROBE_FLAGS)
+    check_output(args.out, "folder")
     result = run_probe(cfg, args.out)
     counts = ", ".join(f"{lang}={c['train']}+{c['heldout']}" for lang, c in result.split.counts().items())
     truncated = sum(result.split.report.truncated.values())
@@ -149,6 +157,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from babeltune.train.loop import TrainingInterrupted
 
     cfg = command_config(LensTrainConfig, args, _TRAIN_FLAGS)
+    check_output(args.out, "folder")
     try:
         summary = run_manipulation(cfg, args.out, resume=args.resume)
     except TrainingInterrupted as exc:
@@ -177,6 +186,8 @@ def cmd_steer(args: argparse.Namespace) -> int:
     from babeltune.lens.steering import steer
 
     steer_cfg = steer_config_from_args(args)
+    if args.out:
+        check_output(args.out, "file")
     loaded, subspace = _load_for_steering(args.model, steer_cfg)
     backend = LocalBackend(loaded.model, loaded.tokenizer, batch_size=1, model_name=args.model)
     settings = DecodingSettings(max_new_tokens=args.max_new_tokens)  # babeltune generate's defaults (greedy)
@@ -224,6 +235,8 @@ def cmd_mc_eval(args: argparse.Namespace) -> int:
     from babeltune.lens.steering import steer
     from babeltune.models.chat import get_template
 
+    if args.out:
+        check_output(args.out, "file")
     items = read_mc_items(args.data, parse_language_list(args.languages) if args.languages else None)
     steer_cfg = steer_config_from_args(args)
     if steer_cfg is not None:

@@ -43,8 +43,9 @@ from torch import nn
 from babeltune.config import to_dict
 from babeltune.languages import parse_language_list
 from babeltune.lens.prompts import render_probe_prompt
-from babeltune.lens.states import PaddedBatch, Pooling, decoder_of, final_state, pad_batch
+from babeltune.lens.states import PaddedBatch, Pooling, final_state, pad_batch
 from babeltune.lens.subspace import LanguageSubspace
+from babeltune.models.anatomy import decoder_layers
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +261,7 @@ def collate_groups(groups: list[ParallelGroup], rows: list[int], languages: list
 
 def freeze_all_but_top(lm: nn.Module, top_layers: int) -> list[str]:
     """Freeze every parameter except those of the top `top_layers` decoder layers; returns their names."""
-    layers = decoder_of(lm).layers
+    layers = decoder_layers(lm)
     if top_layers > len(layers):
         raise ValueError(f"top_layers={top_layers} but the model has only {len(layers)} layers")
     for param in lm.parameters():
@@ -378,7 +379,7 @@ def manipulate(lm: Any, tokenizer: Any, subspace: LanguageSubspace, records: lis
     if cfg.save_model:
         from babeltune.train.modeling import save_final
 
-        weights = save_final(lm, tokenizer, run_dir / "final")
+        weights = save_final(lm, tokenizer, run_dir / "final", template=template)
     return ManipulationResult(
         steps=len(records_), seconds=seconds, tokens=sum(int(r["tokens"]) for r in records_),
         reference_seconds=reference_seconds,

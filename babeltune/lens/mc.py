@@ -15,8 +15,6 @@ user turn in the chat template. Accuracy is reported per language with a 95% Wil
 
 from __future__ import annotations
 
-import json
-import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,9 +23,11 @@ from typing import Any, Literal
 
 import torch
 
+from babeltune.data.jsonl import iter_jsonl
 from babeltune.data.records import Message
 from babeltune.languages import normalize_code
 from babeltune.lens.states import pad_batch
+from babeltune.stats import wilson
 
 Method = Literal["loglik", "letter"]
 LETTERS = "ABCDEFGHIJ"
@@ -48,9 +48,8 @@ def read_mc_items(path: str | Path, languages: Sequence[str] | None = None) -> l
     if not path.exists():
         raise FileNotFoundError(f"multiple-choice file not found: {path}")
     items: list[MCItem] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            items.append(_parse_item(line, f"{path}:{lineno}"))
+    for lineno, raw in iter_jsonl(path):
+        items.append(_parse_item(raw, f"{path}:{lineno}"))
     if languages:
         items = [i for i in items if i.lang in languages]
     if not items:
@@ -58,11 +57,7 @@ def read_mc_items(path: str | Path, languages: Sequence[str] | None = None) -> l
     return items
 
 
-def _parse_item(line: str, where: str) -> MCItem:
-    try:
-        raw = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{where}: not valid JSON ({exc.msg})") from exc
+def _parse_item(raw: Any, where: str) -> MCItem:
     if not isinstance(raw, dict):
         raise ValueError(f"{where}: a row must be a JSON object")
     lang = normalize_code(str(raw.get("lang", "")))
@@ -190,16 +185,6 @@ def score_letter(model: Any, tokenizer: Any, items: Sequence[MCItem], *, templat
     return out
 
 
-def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion (well-behaved at 0, 1 and small n)."""
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = hits / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 @dataclass
 class MCSummary:
     per_language: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -224,7 +209,7 @@ def summarize(scores: Sequence[ItemScore]) -> MCSummary:
 
     def row(group: Sequence[ItemScore]) -> dict[str, float]:
         hits = sum(s.correct for s in group)
-        low, high = wilson_interval(hits, len(group))
+        low, high = wilson(hits, len(group))
         return {"n": len(group), "acc": hits / len(group), "ci_low": low, "ci_high": high,
                 "acc_norm": sum(s.correct_norm for s in group) / len(group),
                 "chance": sum(1 / len(s.item.choices) for s in group) / len(group)}

@@ -72,13 +72,22 @@ def _code_of(path: Path) -> str | None:
     return normalize_code(path.name.split(".")[0])
 
 
+def _text_lines(data: bytes, path: Path) -> list[str]:
+    """The lines of a UTF-8 text file; a byte that is not UTF-8 is an error naming the file and line."""
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save it as UTF-8") from None
+
+
 def read_text_prompts(spec: str, report: PromptReport, parallel: bool) -> list[tuple[str, str, list[Message]]]:
     """(lang, pid, messages) for every non-empty line; with `parallel`, line n of every file shares a pid."""
     out: list[tuple[str, str, list[Message]]] = []
     for path, lang in text_files(spec):
         data = path.read_bytes()
         report.fingerprints[str(path)] = hashlib.sha256(data).hexdigest()
-        for lineno, line in enumerate(data.decode("utf-8").splitlines(), 1):
+        for lineno, line in enumerate(_text_lines(data, path), 1):
             if not line.strip():
                 report.empty_lines += 1
                 continue

@@ -18,38 +18,19 @@ from typing import Any, Literal
 
 import torch
 
+from babeltune.models.anatomy import decoder_layers, decoder_of, final_norm
+
 Pooling = Literal["last", "mean"]
 PaddingSide = Literal["left", "right"]
 
 
-def unwrap(model: Any) -> Any:
-    """The plain transformers model under a PEFT wrapper (or the model itself)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
-
-
-def decoder_of(model: Any) -> Any:
-    """The decoder stack (embeddings, layers, final norm) without the LM head."""
-    base = unwrap(model)
-    get_decoder = getattr(base, "get_decoder", None)
-    decoder = get_decoder() if callable(get_decoder) else getattr(base, "model", None)
-    if decoder is None or not hasattr(decoder, "layers"):
-        raise ValueError(f"{type(base).__name__}: cannot find its decoder layers (expected .model.layers)")
-    return decoder
-
-
 def num_layers(model: Any) -> int:
-    return len(decoder_of(model).layers)
+    return len(decoder_layers(model))
 
 
 def state_sites(model: Any) -> list[torch.nn.Module]:
     """The module whose output is each layer's probed state (see the module docstring)."""
-    decoder = decoder_of(model)
-    layers = list(decoder.layers)
-    norm = getattr(decoder, "norm", None)
-    if norm is None:
-        raise ValueError(f"{type(decoder).__name__}: no final norm (.norm) found")
-    return [*layers[:-1], norm]
+    return [*list(decoder_layers(model))[:-1], final_norm(model)]
 
 
 def check_layers(layers: Sequence[int], n_layers: int, what: str = "layer") -> list[int]:

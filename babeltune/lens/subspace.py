@@ -116,12 +116,6 @@ class LanguageSubspace:
         basis = self.specific[layer].to(hidden.device, hidden.dtype)  # (r, D)
         return (hidden @ basis.T) @ basis
 
-    def project_common(self, hidden: torch.Tensor, layer: int) -> torch.Tensor:
-        """The part of h along the layer's common (shared) vector."""
-        unit = self.common[layer] / self.common[layer].norm()
-        unit = unit.to(hidden.device, hidden.dtype)  # (D,)
-        return (hidden @ unit)[..., None] * unit
-
     def direction(self, lang: str, layer: int) -> torch.Tensor:
         """mean(P_s h_lang) - mean(P_s h_central) at `layer`: (D,)."""
         return self.directions[layer, self.lang_index(lang)]

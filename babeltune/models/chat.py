@@ -23,13 +23,22 @@ Templates:
 - `tokenizer`: the model's own `chat_template` (Jinja, rendered by transformers). Assistant spans are
   found by rendering each prefix of the conversation with and without the assistant reply; the stop
   token is the tokenizer's EOS (or the template's end-of-turn token, when it has one).
-- `auto`: `tokenizer` when the tokenizer has a chat template, else `gemma`.
+- `auto`: `tokenizer` when the tokenizer has a chat template, else `gemma`. A tokenizer whose
+  template is exactly `GEMMA_CHAT_TEMPLATE` (what babeltune writes into the models it trains from a
+  base without a template) gets `gemma` too, so a tuned model renders exactly as its base did.
+
+Every model babeltune writes carries the template it was trained with (`with_chat_template`): the
+`gemma` template as the Jinja `GEMMA_CHAT_TEMPLATE`, which transformers' `apply_chat_template(...,
+tokenize=True)` (and so vLLM, TGI, other harnesses) turns into the token ids `render_prompt` and
+`render_for_training` give, or the base model's own template, kept as it is. One difference is left:
+a Jinja template emits control tokens as text, so message content that spells `<end_of_turn>` becomes
+the control token there, while babeltune keeps such content as text.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -127,6 +136,28 @@ class GemmaTurnTemplate:
         }
 
 
+GEMMA_CHAT_TEMPLATE = (
+    "{% if bos_token %}{{ bos_token }}{% endif %}"
+    "{% set ns = namespace(system='') %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{% set ns.system = message['content'] %}"
+    "{% elif message['role'] in ['user', 'assistant'] %}"
+    "{% set content = message['content'] %}"
+    "{% if message['role'] == 'user' and ns.system %}"
+    "{% set content = ns.system + '\\n\\n' + content %}{% set ns.system = '' %}{% endif %}"
+    "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else 'user') + '\\n' }}"
+    "{{ content + '<end_of_turn>\\n' }}"
+    "{% else %}{{ raise_exception('unknown role ' + message['role'] + '; use system, user or assistant') }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+"""`GemmaTurnTemplate` as a Jinja chat template (transformers' `chat_template`): the same text, turn
+by turn, so `apply_chat_template` gives the same token ids as `render_prompt` / `render_for_training`
+(tested in every bundled language). Written into the tokenizer of every model babeltune trains with
+the `gemma` template."""
+
+
 class TokenizerTemplate:
     """The tokenizer's own Jinja chat template, split into segments by prefix differences."""
 
@@ -183,7 +214,8 @@ class TokenizerTemplate:
 
 def get_template(tokenizer: Any, name: TemplateName = "auto") -> ChatTemplate:
     """The chat template to use with `tokenizer` (see the module docstring for `auto`)."""
-    if name == "tokenizer" or (name == "auto" and getattr(tokenizer, "chat_template", None)):
+    own = getattr(tokenizer, "chat_template", None)
+    if name == "tokenizer" or (name == "auto" and own and own != GEMMA_CHAT_TEMPLATE):
         return TokenizerTemplate(tokenizer)
     if name not in ("auto", "gemma"):
         raise RenderError(f"unknown template {name!r}; choose auto, gemma or tokenizer")
@@ -202,6 +234,29 @@ def _token_id(tokenizer: Any, token: str) -> int:
             "own chat template (template=tokenizer) or a tokenizer with Gemma's turn tokens"
         )
     return int(token_id)
+
+
+def jinja_template(template: ChatTemplate, tokenizer: Any) -> str:
+    """The Jinja chat template that renders as `template` does: `GEMMA_CHAT_TEMPLATE` for the gemma
+    template, the tokenizer's own for the tokenizer template."""
+    if isinstance(template, GemmaTurnTemplate):
+        return GEMMA_CHAT_TEMPLATE
+    own = getattr(tokenizer, "chat_template", None)
+    if not isinstance(own, str) or not own:
+        raise RenderError(f"template {template.name!r} has no Jinja form to save with the model")
+    return own
+
+
+@contextlib.contextmanager
+def with_chat_template(tokenizer: Any, template: ChatTemplate) -> Iterator[Any]:
+    """The tokenizer with `chat_template` set to `template`'s Jinja form while the block runs (to save
+    it with a model), restored afterwards."""
+    before = getattr(tokenizer, "chat_template", None)
+    tokenizer.chat_template = jinja_template(template, tokenizer)
+    try:
+        yield tokenizer
+    finally:
+        tokenizer.chat_template = before
 
 
 @dataclass

@@ -7,6 +7,8 @@ import json
 import time
 from typing import Any
 
+from babeltune.cli import positive_int
+
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("model", help="prepare the default model, inspect a model, show rendering")
@@ -24,7 +26,7 @@ def register(sub: Any) -> None:
     render.add_argument("--model", default="gemma-3-270m")
     render.add_argument("--data", default="bundled:train")
     render.add_argument("--template", default="auto", choices=["auto", "gemma", "tokenizer"])
-    render.add_argument("--per-language", type=int, default=1, help="samples shown per language")
+    render.add_argument("--per-language", type=positive_int, default=1, help="samples shown per language")
     render.set_defaults(func=cmd_render)
 
 

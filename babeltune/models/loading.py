@@ -127,7 +127,7 @@ class LoadedModel:
 def _from_pretrained(loader: Any, path: str, **kwargs: Any) -> Any:
     """from_pretrained that prefers local files and fails fast, with instructions, when offline."""
     if Path(path).exists():
-        return loader.from_pretrained(path, **kwargs)
+        return _from_local(loader, Path(path), **kwargs)
     snapshot = _local_snapshot(path)
     if snapshot is not None:
         return loader.from_pretrained(snapshot, **kwargs)
@@ -146,6 +146,18 @@ def _from_pretrained(loader: Any, path: str, **kwargs: Any) -> Any:
         "Without network, download it elsewhere (huggingface-cli download "
         f"{path} --local-dir DIR) and pass --model DIR, or use the embedded default: --model {DEFAULT_MODEL}"
     )
+
+
+def _from_local(loader: Any, path: Path, **kwargs: Any) -> Any:
+    """from_pretrained on a local folder; a file, or a folder transformers cannot read, is a ModelLoadError."""
+    if not path.is_dir():
+        raise ModelLoadError(f"cannot load model {str(path)!r}: it is a file; give a model folder (config.json and "
+                             f"weights), a PEFT adapter folder, a hub id or the default alias {DEFAULT_MODEL!r}")
+    try:
+        return loader.from_pretrained(str(path), **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelLoadError(f"cannot load model folder {str(path)!r}: {reason}") from exc
 
 
 def _local_snapshot(repo_id: str) -> str | None:

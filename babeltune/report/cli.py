@@ -16,8 +16,11 @@ def register(sub: Any) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from babeltune.outputs import check_output
     from babeltune.report import build_report
 
+    if args.out is not None:
+        check_output(args.out, "file")
     path = build_report(args.run_dir, args.out)
     print(f"report: {path}")
     return 0

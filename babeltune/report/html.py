@@ -33,7 +33,7 @@ th, td { border: 1px solid #ddd; padding: 0.3em 0.6em; vertical-align: top; text
 th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 1em 0; } figure img { max-width: 100%; } figcaption { font-size: 0.85em; color: #555; }
 .note { color: #555; font-size: 0.9em; } .samples td { max-width: 22em; white-space: pre-wrap; }
-.missing { color: #a00; }
+.missing { color: #a00; } td.excludes-zero { font-weight: bold; }
 """
 
 CHECK_SCRIPT = """
@@ -133,6 +133,7 @@ def _header(meta: dict[str, Any], conditions: list[str], languages: list[str], j
 
 def _summary(rows: list[ResultRow], conditions: list[str], judge: str | None) -> str:
     metrics = [("sxs", "SxS score (0-100)", 1.0), ("correct_language", "correct language (%)", 100.0),
+               ("lpr", "line-level pass rate, LPR (%)", 100.0), ("lcpr", "LCPR (%)", 100.0),
                ("modifier", "modifiers passed (%)", 100.0), ("train_loss", "final train loss", 1.0)]
     present = [(m, label, s) for m, label, s in metrics if any(r.metric == m for r in rows)]
     if not present:
@@ -145,7 +146,37 @@ def _summary(rows: list[ResultRow], conditions: list[str], judge: str | None) ->
         cells = [f"<td class='num'>{_with_ci(tables[m].get(cond, {}).get('all'), s, 3 if m == 'train_loss' else 1)}"
                  f"</td>" for m, _, s in present]
         out.append(f"<tr><td>{_e(cond)}</td>{''.join(cells)}</tr>")
-    out.append("</table><p class='note'>Brackets: bootstrap 95% confidence intervals.</p>")
+    out.append("</table><p class='note'>Brackets: 95% confidence intervals (Wilson score intervals for rates; "
+               "bootstrap over prompts for means, whole prompts resampled when pooled over languages).</p>")
+    out.append(_differences(rows, [(m, label, s) for m, label, s in present if m != "train_loss"], judge))
+    return "".join(out)
+
+
+def _differences(rows: list[ResultRow], metrics: list[tuple[str, str, float]], judge: str | None) -> str:
+    """Paired differences against the baseline condition, pooled over languages, CIs excluding 0 marked."""
+    from babeltune.experiments.results import format_difference
+
+    diffs = [r for r in rows if r.is_difference and r.lang == "all" and (r.metric != "sxs" or r.judge == judge)]
+    if not diffs:
+        return ""
+    baseline = diffs[0].baseline
+    table = {(r.condition, r.metric): r for r in diffs}
+    conditions = list(dict.fromkeys(r.condition for r in diffs))
+    present = [(m, label, s) for m, label, s in metrics if any(r.metric == m for r in diffs)]
+    out = [f"<h2>Differences from {_e(baseline)}</h2><table class='differences'><tr><th>condition</th>"]
+    out += [f"<th>{_e(label)}</th>" for _, label, _ in present]
+    out.append("</tr>")
+    for cond in conditions:
+        out.append(f"<tr><td>{_e(cond)}</td>")
+        for metric, _, scale in present:
+            r = table.get((cond, metric))
+            text = "&ndash;" if r is None else _e(format_difference(r, scale))
+            mark = " class='num excludes-zero'" if r is not None and r.excludes_zero() else " class='num'"
+            out.append(f"<td{mark}>{text}</td>")
+        out.append("</tr>")
+    out.append(f"</table><p class='note'>Each cell: the condition minus {_e(baseline)} on the prompts both answered "
+               "(rates in percentage points), with a paired bootstrap 95% CI over prompts; <b>*</b> and bold: the CI "
+               "excludes 0. Per-language differences are in results.csv (rows with a baseline).</p>")
     return "".join(out)
 
 
@@ -162,7 +193,7 @@ def _sxs_section(rows: list[ResultRow], conditions: list[str], languages: list[s
                        "No side-by-side scores in this run (judge stage not run or no reference)."))
     out.append(_figure(plots.scores_with_ci(table, conditions, languages, title="SxS score per language, 95% CI",
                                             ylabel="SxS score", reference_line=50.0),
-                       "Per-language SxS scores with bootstrap 95% confidence intervals.",
+                       "Per-language SxS scores with bootstrap 95% confidence intervals over prompts.",
                        "No per-language SxS scores to plot."))
     pooled = [(c, table[c]) for c in conditions if c in table and ("seen" in table[c] or "unseen" in table[c])]
     if pooled:
@@ -187,14 +218,14 @@ def _language_section(rows: list[ResultRow], conditions: list[str], languages: l
                        "No correct-language rates in this run."))
     out.append(_figure(plots.scores_with_ci(table, conditions, languages, title="correct-language rate, 95% CI",
                                             ylabel="% in expected language", scale=100.0),
-                       "Correct-language rate with bootstrap 95% confidence intervals.", "No rates to plot."))
+                       "Correct-language rate with Wilson 95% confidence intervals.", "No rates to plot."))
     return "\n".join(out)
 
 
 def _modifier_section(rows: list[ResultRow], conditions: list[str]) -> str:
     by_cond: dict[str, dict[str, ResultRow]] = {}
     for r in rows:
-        if r.metric.startswith("modifier:") and r.lang == "all":
+        if r.metric.startswith("modifier:") and r.lang == "all" and not r.is_difference:
             by_cond.setdefault(r.condition, {})[r.metric.split(":", 1)[1]] = r
     kinds = sorted({k for v in by_cond.values() for k in v})
     out = ["<h2>Modifier instructions (study B)</h2>"]
@@ -217,7 +248,7 @@ def _modifier_section(rows: list[ResultRow], conditions: list[str]) -> str:
 def _rubric_section(rows: list[ResultRow], conditions: list[str]) -> str:
     by_cond: dict[str, dict[str, ResultRow]] = {}
     for r in rows:
-        if r.metric.startswith("rubric:") and r.lang == "all":
+        if r.metric.startswith("rubric:") and r.lang == "all" and not r.is_difference:
             by_cond.setdefault(r.condition, {})[r.metric.split(":", 1)[1]] = r
     if not by_cond:
         return ""

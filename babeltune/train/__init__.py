@@ -42,118 +42,21 @@ the forward), `SupervisedLMLoss` (a causal LM whose forward returns that loss).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from babeltune.lazy import export_table, lazy_getattr
 
-from babeltune.lazy import lazy_getattr
-
-if TYPE_CHECKING:
-    from babeltune.train.batching import DataSchedule, MicroBatch, StepPlan, StepPlanner, collate, pack_rows
-    from babeltune.train.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, save_checkpoint
-    from babeltune.train.config import LoraSettings, TrainConfig
-    from babeltune.train.data import DataReport, TrainDataError, TrainExample, prepare_examples
-    from babeltune.train.loop import (
-        LossOutput,
-        StepOutput,
-        StepRecord,
-        TrainingInterrupted,
-        build_optimizer,
-        build_scheduler,
-        call_module_loss,
-        lr_factor,
-        run_training,
-        stop_signals,
-        train_step,
-    )
-    from babeltune.train.losses import SupervisedLMLoss, linear_cross_entropy, reference_loss
-    from babeltune.train.metrics import FlopsModel, MetricsLogger, measure_matmul_peak, peak_memory_bytes, read_log
-    from babeltune.train.recipe import TrainResult, make_accelerator, resolve_precision, train, train_sweep
-
-_EXPORTS: dict[str, str] = {
-    "CheckpointError": "babeltune.train.checkpoint",
-    "DataReport": "babeltune.train.data",
-    "DataSchedule": "babeltune.train.batching",
-    "FlopsModel": "babeltune.train.metrics",
-    "LoraSettings": "babeltune.train.config",
-    "LossOutput": "babeltune.train.loop",
-    "MetricsLogger": "babeltune.train.metrics",
-    "MicroBatch": "babeltune.train.batching",
-    "StepOutput": "babeltune.train.loop",
-    "StepPlan": "babeltune.train.batching",
-    "StepPlanner": "babeltune.train.batching",
-    "StepRecord": "babeltune.train.loop",
-    "SupervisedLMLoss": "babeltune.train.losses",
-    "TrainConfig": "babeltune.train.config",
-    "TrainDataError": "babeltune.train.data",
-    "TrainExample": "babeltune.train.data",
-    "TrainResult": "babeltune.train.recipe",
-    "TrainingInterrupted": "babeltune.train.loop",
-    "build_optimizer": "babeltune.train.loop",
-    "build_scheduler": "babeltune.train.loop",
-    "call_module_loss": "babeltune.train.loop",
-    "collate": "babeltune.train.batching",
-    "find_checkpoint": "babeltune.train.checkpoint",
-    "linear_cross_entropy": "babeltune.train.losses",
-    "load_checkpoint": "babeltune.train.checkpoint",
-    "lr_factor": "babeltune.train.loop",
-    "make_accelerator": "babeltune.train.recipe",
-    "measure_matmul_peak": "babeltune.train.metrics",
-    "pack_rows": "babeltune.train.batching",
-    "peak_memory_bytes": "babeltune.train.metrics",
-    "prepare_examples": "babeltune.train.data",
-    "read_log": "babeltune.train.metrics",
-    "reference_loss": "babeltune.train.losses",
-    "resolve_precision": "babeltune.train.recipe",
-    "run_training": "babeltune.train.loop",
-    "save_checkpoint": "babeltune.train.checkpoint",
-    "stop_signals": "babeltune.train.loop",
-    "train": "babeltune.train.recipe",
-    "train_step": "babeltune.train.loop",
-    "train_sweep": "babeltune.train.recipe",
-}
-
+_EXPORTS: dict[str, str] = export_table({
+    "babeltune.train.batching": ("DataSchedule", "MicroBatch", "StepPlan", "StepPlanner", "collate", "pack_rows"),
+    "babeltune.train.checkpoint": ("CheckpointError", "find_checkpoint", "load_checkpoint", "save_checkpoint"),
+    "babeltune.train.config": ("LoraSettings", "TrainConfig"),
+    "babeltune.train.data": ("DataReport", "TrainDataError", "TrainExample", "prepare_examples"),
+    "babeltune.train.loop": (
+        "LossOutput", "StepOutput", "StepRecord", "TrainingInterrupted", "build_optimizer", "build_scheduler",
+        "call_module_loss", "lr_factor", "run_training", "stop_signals", "train_step",
+    ),
+    "babeltune.train.losses": ("SupervisedLMLoss", "linear_cross_entropy", "reference_loss"),
+    "babeltune.train.metrics": ("FlopsModel", "MetricsLogger", "measure_matmul_peak", "peak_memory_bytes", "read_log"),
+    "babeltune.train.recipe": ("TrainResult", "make_accelerator", "resolve_precision", "train", "train_sweep"),
+})
 
 __getattr__ = lazy_getattr(__name__, _EXPORTS)
-
-
-__all__ = [
-    "CheckpointError",
-    "DataReport",
-    "DataSchedule",
-    "FlopsModel",
-    "LoraSettings",
-    "LossOutput",
-    "MetricsLogger",
-    "MicroBatch",
-    "StepOutput",
-    "StepPlan",
-    "StepPlanner",
-    "StepRecord",
-    "SupervisedLMLoss",
-    "TrainConfig",
-    "TrainDataError",
-    "TrainExample",
-    "TrainResult",
-    "TrainingInterrupted",
-    "build_optimizer",
-    "build_scheduler",
-    "call_module_loss",
-    "collate",
-    "find_checkpoint",
-    "linear_cross_entropy",
-    "load_checkpoint",
-    "lr_factor",
-    "make_accelerator",
-    "measure_matmul_peak",
-    "pack_rows",
-    "peak_memory_bytes",
-    "prepare_examples",
-    "read_log",
-    "reference_loss",
-    "resolve_precision",
-    "run_training",
-    "save_checkpoint",
-    "stop_signals",
-    "train",
-    "train_step",
-    "train_sweep",
-]
+__all__ = sorted(_EXPORTS)

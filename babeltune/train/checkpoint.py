@@ -135,7 +135,15 @@ def find_checkpoint(path: Path) -> Path:
 
 
 def read_checkpoint_state(path: Path) -> dict[str, Any]:
-    return dict(json.loads((path / "state.json").read_text(encoding="utf-8")))
+    file = path / "state.json"
+    try:
+        state = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{file}: not valid JSON ({exc}); the checkpoint is damaged: resume from an "
+                              "earlier step-* folder or start a new run") from exc
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise CheckpointError(f"{file}: field 'step': missing; not a babeltune checkpoint state")
+    return state
 
 
 def checkpoint_to_resume(run_dir: Path, fingerprint: str, numbers: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
@@ -162,23 +170,48 @@ def _load_plain(file: Path, device: torch.device | str = "cpu") -> Any:
                               f"load it ({str(exc).splitlines()[0]})") from exc
 
 
+def _check_optimizer_shapes(optimizer: Any, params: dict[str, nn.Parameter], file: Path) -> None:
+    """Every per-parameter state tensor (AdamW's moments) must have its parameter's shape."""
+    names = {id(p): n for n, p in params.items()}
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+                    raise CheckpointError(
+                        f"{file}: state {key!r} of parameter {names.get(id(param), '?')!r} has shape "
+                        f"{tuple(value.shape)}, the parameter has {tuple(param.shape)}; the checkpoint does not "
+                        "belong to this model")
+
+
 def load_checkpoint(path: Path, *, model: nn.Module, optimizer: Any, scheduler: Any, rank: int = 0,
                     device: torch.device | str = "cpu") -> CheckpointState:
     """Restore parameters, optimizer, scheduler and this process's random state from `path`."""
     from safetensors.torch import load_file
 
     state = read_checkpoint_state(path)
-    saved = load_file(str(path / "trainable.safetensors"))
+    weights = path / "trainable.safetensors"
+    try:
+        saved = load_file(str(weights))
+    except Exception as exc:  # safetensors raises its own error type for a damaged file
+        raise CheckpointError(f"{weights}: cannot be read ({exc}); the checkpoint is damaged") from exc
     params = dict(model.named_parameters())
     missing = sorted(set(n for n, p in params.items() if p.requires_grad) - set(saved))
     unknown = sorted(set(saved) - set(params))
     if missing or unknown:
         raise CheckpointError(f"{path}: parameters do not match the model (missing {missing[:3]}, "
                               f"unexpected {unknown[:3]}); was it written by a different model or method?")
+    for name, value in saved.items():
+        if value.shape != params[name].shape:
+            raise CheckpointError(f"{weights}: tensor {name!r} has shape {tuple(value.shape)}, the model's has "
+                                  f"{tuple(params[name].shape)}; was it written by a different model or LoRA rank?")
     with torch.no_grad():
         for name, value in saved.items():
             params[name].copy_(value.to(params[name].device, params[name].dtype))
-    optimizer.load_state_dict(_load_plain(path / "optimizer.pt", device))
+    try:
+        optimizer.load_state_dict(_load_plain(path / "optimizer.pt", device))
+    except (KeyError, TypeError, ValueError) as exc:  # torch's own checks of the groups and their sizes
+        raise CheckpointError(f"{path / 'optimizer.pt'}: does not fit the optimizer ({exc})") from exc
+    _check_optimizer_shapes(optimizer, params, path / "optimizer.pt")
     scheduler.load_state_dict(_load_plain(path / "scheduler.pt"))
     rng_file = path / f"rng-rank{rank}.pt"
     if not rng_file.exists():

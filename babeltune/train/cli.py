@@ -31,27 +31,37 @@ def build_config(args: argparse.Namespace) -> Any:
     from babeltune.config import load_config
     from babeltune.train.config import TrainConfig
 
-    overrides = list(args.overrides)
-    for flag in ("model", "data", "out"):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"{flag}={value}")
+    values: dict[str, Any] = {flag: getattr(args, flag) for flag in ("model", "data", "out")
+                              if getattr(args, flag) is not None}
     if args.merge:
-        overrides.append("merge=true")
+        values["merge"] = True
     config_path = args.config
-    if config_path is None and args.resume and args.out:
-        for name in ("sweep-config.yaml", "config.yaml"):
-            if (Path(args.out) / name).exists():
-                config_path = str(Path(args.out) / name)
-                break
-    return load_config(TrainConfig, config_path, overrides)
+    if config_path is None and args.resume:
+        config_path = str(_run_config(args.out))
+    return load_config(TrainConfig, config_path, list(args.overrides), values, {k: f"--{k}" for k in values})
+
+
+def _run_config(out: str | None) -> Path:
+    """The config a `--resume` without `--config` continues with: the run folder's own."""
+    if not out:
+        raise ValueError("--resume: name the run folder to continue with --out RUN_DIR")
+    run_dir = Path(out)
+    if not run_dir.is_dir():
+        raise ValueError(f"--resume --out {out}: no such run folder (run without --resume to start a new run)")
+    for name in ("sweep-config.yaml", "config.yaml"):
+        if (run_dir / name).exists():
+            return run_dir / name
+    raise ValueError(f"--resume --out {out}: the folder holds no config.yaml, so it is not a run written by "
+                   "babeltune train (give --config, or run without --resume to start a new run)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from babeltune.outputs import check_output
     from babeltune.train.loop import TrainingInterrupted
     from babeltune.train.recipe import train_sweep
 
     config = build_config(args)
+    check_output(config.out, "folder", "--out" if args.out else "out")
     try:
         results = train_sweep(config, resume=args.resume)
     except TrainingInterrupted as exc:

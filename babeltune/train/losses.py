@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from babeltune.models.anatomy import decoder_of, lm_head
 from babeltune.models.chat import IGNORE_INDEX
 
 
@@ -163,20 +164,6 @@ def linear_cross_entropy(
     return loss
 
 
-def output_embeddings(lm: Any) -> Any:
-    """The LM head module (None if the model has none)."""
-    return lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
-
-
-def decoder_of(lm: Any) -> Any:
-    """The transformer body of a causal LM (under a PEFT wrapper too): it returns hidden states."""
-    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
-    decoder = base.get_decoder() if hasattr(base, "get_decoder") else getattr(base, "model", None)
-    if decoder is None:
-        raise ValueError(f"{type(base).__name__}: cannot find the decoder (no get_decoder() or .model)")
-    return decoder
-
-
 class SupervisedLMLoss(nn.Module):
     """A causal LM whose forward returns the summed next-token loss at supervised positions.
 
@@ -198,7 +185,7 @@ class SupervisedLMLoss(nn.Module):
 
     @property
     def head(self) -> Any:
-        head = output_embeddings(self.lm)
+        head = lm_head(self.lm)
         if head is None or getattr(head, "bias", None) is not None:
             raise ValueError("the model's LM head is missing or has a bias: not supported by the fused loss")
         return head

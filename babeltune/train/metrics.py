@@ -29,6 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from babeltune.data.jsonl import JSONLError, iter_jsonl, iter_jsonl_rows
+from babeltune.models.anatomy import lm_head, text_config, unwrap
+
 log = logging.getLogger(__name__)
 
 
@@ -48,13 +51,12 @@ class FlopsModel:
     @classmethod
     def from_model(cls, lm: Any) -> FlopsModel:
         """Read the sizes from a (possibly PEFT-wrapped) causal LM."""
-        base: Any = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
-        head = base.get_output_embeddings()
+        base: Any = unwrap(lm)
+        head = lm_head(base)
         linear = [m for m in base.modules() if isinstance(m, nn.Linear) and m is not head]
         total = sum(m.weight.numel() for m in linear)
         trainable = sum(m.weight.numel() for m in linear if m.weight.requires_grad)
-        cfg = base.config
-        cfg = getattr(cfg, "text_config", cfg)
+        cfg = text_config(base)
         heads = int(cfg.num_attention_heads)
         head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
         return cls(
@@ -74,11 +76,15 @@ class FlopsModel:
 
 def measure_matmul_peak(device: str | torch.device = "cpu", dtype: torch.dtype = torch.bfloat16,
                         size: int | None = None, seconds: float = 1.0) -> float:
-    """Best observed FLOP/s of a square matrix product on `device`: the ceiling MFU is reported against."""
+    """Best observed FLOP/s of a square matrix product on `device`: the ceiling MFU is reported against.
+
+    The matrices come from a private generator: the global one is left as it was, so a resumed run's
+    dropout masks (its RNG state restored before this runs) equal the uninterrupted run's."""
     device = torch.device(device)
     size = size or (8192 if device.type == "cuda" else 2048)
-    a = torch.randn(size, size, dtype=dtype, device=device)
-    b = torch.randn(size, size, dtype=dtype, device=device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, dtype=dtype, device=device, generator=generator)
+    b = torch.randn(size, size, dtype=dtype, device=device, generator=generator)
     best = 0.0
     deadline = time.perf_counter() + seconds
     for i in range(100):
@@ -169,8 +175,17 @@ def truncate_log(path: Path, last_step: int) -> None:
     """Keep only the records of steps <= last_step (atomically): what a resume starts from."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line)["step"] <= last_step]
+    data = path.read_bytes()
+    items = list(iter_jsonl_rows(data, path))
+    lines = data.split(b"\n")
+    kept = []
+    for i, (lineno, item) in enumerate(items):
+        if isinstance(item, JSONLError):
+            if i == len(items) - 1 and not data.endswith(b"\n"):
+                break  # the last line of a write cut short by a kill: after the checkpoint, so dropped
+            raise item
+        if item["step"] <= last_step:
+            kept.append(lines[lineno - 1].decode("utf-8").rstrip("\r"))
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     tmp.replace(path)
@@ -178,4 +193,4 @@ def truncate_log(path: Path, last_step: int) -> None:
 
 def read_log(path: Path) -> list[dict[str, Any]]:
     """The records of a log.jsonl."""
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [record for _, record in iter_jsonl(path)]

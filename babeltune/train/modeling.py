@@ -3,15 +3,18 @@ frozen weights, the fused-loss check, and final weights that babeltune and plain
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from babeltune.models.anatomy import decoder_layers, lm_head
 from babeltune.train.config import LoraSettings
-from babeltune.train.losses import SupervisedLMLoss, output_embeddings, reference_loss
+from babeltune.train.losses import SupervisedLMLoss, reference_loss
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ class NaiveLMLoss(nn.Module):
 
 def linear_module_names(model: nn.Module) -> list[str]:
     """Distinct last name parts of the linear layers (what LoRA target_modules match), LM head excluded."""
-    head = output_embeddings(model)
+    head = lm_head(model)
     return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
                    if isinstance(m, nn.Linear) and m is not head})
 
@@ -72,7 +75,7 @@ def store_frozen_in(model: nn.Module, dtype: torch.dtype) -> int:
     """Keep frozen linear weights in `dtype` (bf16): under autocast they would be cast to it at every
     forward anyway. Trainable weights, norms and embeddings keep float32. Returns the count."""
     count = 0
-    head = output_embeddings(model)
+    head = lm_head(model)
     for module in model.modules():
         if isinstance(module, nn.Linear) and not module.weight.requires_grad and module.weight.dtype != dtype:
             if module is head:  # tied to the embedding table, whose lookups stay float32
@@ -108,22 +111,49 @@ def fused_loss_matches(lm: nn.Module, input_ids: list[int], targets: list[int], 
 def compile_layers(lm: Any) -> int:
     """torch.compile every decoder layer in place (one compiled graph serves all layers of a kind;
     dynamic shapes, so varying row lengths do not recompile). Returns the number of layers."""
-    from babeltune.train.losses import decoder_of
-
-    layers = getattr(decoder_of(lm), "layers", None)
-    if layers is None:
-        raise ValueError(f"compile=true: {type(lm).__name__}'s decoder has no .layers to compile")
+    try:
+        layers = decoder_layers(lm)
+    except ValueError as exc:
+        raise ValueError(f"compile=true: {exc}") from exc
     for layer in layers:
         layer.compile(dynamic=True)
     return len(layers)
 
 
-def save_final(lm: Any, tokenizer: Any, folder: Path, *, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write the trained model (a PEFT adapter, or the whole model) + tokenizer as safetensors."""
+def save_final(lm: Any, tokenizer: Any, folder: Path, *, state_dict: dict[str, torch.Tensor] | None = None,
+               template: Any = None) -> Path:
+    """Write the trained model (a PEFT adapter, or the whole model) + tokenizer as safetensors. The
+    tokenizer config carries `template` (the chat template the model was trained with; default: the
+    one `auto` picks) as its Jinja `chat_template`, so transformers, vLLM and other harnesses format
+    prompts as babeltune trained them (see `babeltune.models.chat`). A full model's generation config
+    lists the template's end-of-turn token(s) among its EOS ids, so `generate` and vLLM stop where
+    babeltune stops (an adapter is generated with its base's config)."""
+    from babeltune.models.chat import get_template, with_chat_template
+
+    template = template or get_template(tokenizer, "auto")
     folder.mkdir(parents=True, exist_ok=True)
-    lm.save_pretrained(str(folder), state_dict=state_dict, safe_serialization=True)
-    tokenizer.save_pretrained(str(folder))
+    with _stopping_at_turn_end(lm, template.stop_token_ids(tokenizer)):
+        lm.save_pretrained(str(folder), state_dict=state_dict, safe_serialization=True)
+    with with_chat_template(tokenizer, template) as tok:
+        # In tokenizer_config.json itself (not a side file): every reader of the config finds it there.
+        tok.save_pretrained(str(folder), save_jinja_files=False)
     return folder
+
+
+@contextlib.contextmanager
+def _stopping_at_turn_end(lm: Any, stop_ids: list[int]) -> Iterator[None]:
+    """While saving: the model's generation config stops at `stop_ids` too (restored afterwards)."""
+    config = getattr(lm, "generation_config", None)
+    if config is None or hasattr(lm, "peft_config"):
+        yield
+        return
+    before = config.eos_token_id
+    eos = [] if before is None else [before] if isinstance(before, int) else list(before)
+    config.eos_token_id = eos + [i for i in stop_ids if i not in eos]
+    try:
+        yield
+    finally:
+        config.eos_token_id = before
 
 
 def merge_adapter(adapter_dir: Path, out_dir: Path) -> Path:

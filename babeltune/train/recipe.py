@@ -274,7 +274,7 @@ def train(config: TrainConfig, *, resume: bool = False, on_step: Callable[[StepR
     state = accelerator.get_state_dict(model) if config.method == "full" or fsdp else None
     if main:
         lm_state = {k.removeprefix("lm."): v for k, v in state.items()} if state is not None else None
-        save_final(unwrapped.lm, tokenizer, weights, state_dict=lm_state)
+        save_final(unwrapped.lm, tokenizer, weights, state_dict=lm_state, template=template)
         if config.method == "lora" and config.merge:
             merged = merge_adapter(weights, run_dir / "merged")
     accelerator.wait_for_everyone()
