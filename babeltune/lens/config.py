@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from babeltune.config import to_dict
 from babeltune.languages import parse_language_list
+from babeltune.train.runfolder import numbers_fingerprint
 
 SteerMode = Literal["add", "project"]
 
@@ -156,7 +155,7 @@ class LensTrainConfig:
 
     def numbers_fingerprint(self) -> str:
         """Hash of every field that changes the numbers of a run: a resume must match it."""
-        return hashlib.sha256(json.dumps(self.numbers_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        return numbers_fingerprint(self.numbers_dict())
 
     def numbers_dict(self) -> dict[str, Any]:
         return {k: v for k, v in to_dict(self).items() if k not in LENS_RESUME_FREE_FIELDS}

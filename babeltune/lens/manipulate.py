@@ -206,19 +206,34 @@ class ManipulationResult:
         return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
 
 
+def start_point(run_dir: Path, cfg: LensTrainConfig, resume: bool) -> Path | None:
+    """The checkpoint a run in `run_dir` continues from (None: a fresh start). A finished run is refused, and
+    so is an interrupted one unless `resume`; a resume must match the configuration (differing fields named)."""
+    from babeltune.train.runfolder import run_status
+
+    status = run_status(run_dir, "summary.json")
+    if status.state == "finished":
+        raise ValueError(f"{run_dir} already holds a finished manipulation run; choose another --out folder")
+    if resume:
+        return status.resume_point(cfg.numbers_dict())[0]
+    if status.state == "resumable":
+        raise ValueError(f"{run_dir} holds an interrupted manipulation run: add --resume to continue it, or "
+                         "choose another --out folder")
+    return None
+
+
 def manipulate(lm: Any, tokenizer: Any, subspace: LanguageSubspace, records: list[Any], cfg: LensTrainConfig,
                run_dir: Path, *, resume: bool = False) -> ManipulationResult:
     """Train `lm` in place (top layers only) and log into `run_dir`; see the module docstring.
     `resume`: continue from the run's latest checkpoint (written by the same configuration)."""
     from babeltune.models.chat import get_template
     from babeltune.train.batching import DataSchedule, StepPlan
-    from babeltune.train.checkpoint import checkpoint_to_resume, load_checkpoint, save_checkpoint
+    from babeltune.train.checkpoint import load_checkpoint, save_checkpoint
     from babeltune.train.loop import LossOutput, build_optimizer, build_scheduler, run_training
     from babeltune.train.metrics import MetricsLogger, read_log
     from babeltune.train.recipe import make_accelerator, resolve_precision, set_seed
 
-    checkpoint = (checkpoint_to_resume(run_dir, cfg.numbers_fingerprint(), cfg.numbers_dict())[0]
-                  if resume else None)
+    checkpoint = start_point(run_dir, cfg, resume)
     set_seed(cfg.seed)
     languages = cfg.languages or list(subspace.languages)
     for lang in languages:
@@ -313,11 +328,7 @@ def run_manipulation(cfg: LensTrainConfig, out: str | Path, *, resume: bool = Fa
     if not cfg.subspace:
         raise ValueError("no subspace: set --subspace DIR (written by `babeltune lens probe`)")
     run_dir = Path(out)
-    if (run_dir / "summary.json").exists():
-        raise ValueError(f"{run_dir} already holds a finished manipulation run; choose another --out folder")
-    if not resume and (run_dir / "checkpoints").exists():
-        raise ValueError(f"{run_dir} holds an interrupted manipulation run: add --resume to continue it, or "
-                         "choose another --out folder")
+    start_point(run_dir, cfg, resume)  # refused before the model is loaded
     subspace = LanguageSubspace.load(cfg.subspace)
     loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
     fingerprint = model_fingerprint(loaded.path)

@@ -26,12 +26,7 @@ import numpy as np
 import torch
 
 from babeltune.train.batching import DataSchedule, StepPlanner
-from babeltune.train.checkpoint import (
-    CheckpointError,
-    checkpoint_to_resume,
-    load_checkpoint,
-    save_checkpoint,
-)
+from babeltune.train.checkpoint import load_checkpoint, save_checkpoint
 from babeltune.train.config import TrainConfig, sweep_dir_name
 from babeltune.train.data import prepare_examples
 from babeltune.train.loop import (
@@ -52,6 +47,7 @@ from babeltune.train.modeling import (
     save_final,
     store_frozen_in,
 )
+from babeltune.train.runfolder import CheckpointError, RunStatus, run_status
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +118,12 @@ def make_accelerator() -> Any:
 def _check_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, dict[str, Any]] | None:
     """The checkpoint to resume from and its state (None: fresh run). Refuses mismatched configs and
     overwrites."""
-    run_dir = config.out
+    status = run_status(config.out)
     if resume:
-        return checkpoint_to_resume(run_dir, config.numbers_fingerprint(), config.numbers_dict())
-    if (run_dir / "checkpoints").exists() or (run_dir / "result.json").exists():
+        return status.resume_point(config.numbers_dict())
+    if status.state != "fresh":
         raise CheckpointError(
-            f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out folder"
+            f"{config.out} already holds a run; pass --resume to continue it, or choose another --out folder"
         )
     return None
 
@@ -308,13 +304,12 @@ def train_sweep(config: TrainConfig, *, resume: bool = False,
     results: list[TrainResult] = []
     for lr in config.lr_sweep:
         sub = dataclasses.replace(config, lr=lr, lr_sweep=[], out=config.out / sweep_dir_name(lr))
-        done = _finished(sub) if resume else None
-        if done is not None:
+        status = run_status(sub.out)
+        if resume and status.state == "finished":
             log.info("lr %g: already finished in %s", lr, sub.out)
-            results.append(done)
+            results.append(_finished(sub, status))
             continue
-        has_checkpoint = (sub.out / "checkpoints").exists()
-        results.append(train(sub, resume=resume and has_checkpoint, on_step=on_step))
+        results.append(train(sub, resume=resume and status.state == "resumable", on_step=on_step))
     summary = [{"lr": r.lr, "final_loss": r.final_loss, "run_dir": str(r.run_dir), "weights": str(r.weights)}
                for r in results]
     config.out.mkdir(parents=True, exist_ok=True)
@@ -322,13 +317,12 @@ def train_sweep(config: TrainConfig, *, resume: bool = False,
     return results
 
 
-def _finished(config: TrainConfig) -> TrainResult | None:
-    path = config.out / "result.json"
-    if not path.exists():
-        return None
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    if saved.get("fingerprint") != config.numbers_fingerprint():
-        raise CheckpointError(f"{path} was written by a different configuration; use another --out folder")
+def _finished(config: TrainConfig, status: RunStatus) -> TrainResult:
+    """The finished run in `config.out`, refused if a configuration with other numbers wrote it."""
+    if not status.same_numbers(config.numbers_dict()):
+        raise CheckpointError(f"{status.result_file} was written by a different configuration; use another --out "
+                              "folder")
+    saved = status.result()
     return TrainResult(run_dir=Path(saved["run_dir"]), weights=Path(saved["weights"]),
                        merged=Path(saved["merged"]) if saved.get("merged") else None,
                        final_loss=saved["final_loss"], log_path=Path(saved["log_path"]), steps=saved["steps"],
