@@ -229,7 +229,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.test_train_helpers import save_tiny_model
+    from tests.train_helpers import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
