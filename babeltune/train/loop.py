@@ -12,7 +12,8 @@ A recipe supplies:
 - `loss_fn(model, micro_batch) -> LossOutput`: the summed loss of a micro-batch (and optional summed
   extra metrics). It must call `model(...)` itself, not its submodules, so DDP/FSDP hooks run.
 
-The instruction-tuning recipe (`babeltune.train.recipe`) and Lens manipulation training both use it.
+Recipes reach it through `babeltune.train.fit.fit`, which also builds the optimizer, prepares
+`accelerate`, restores a checkpoint and keeps the log.
 """
 
 from __future__ import annotations
