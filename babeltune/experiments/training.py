@@ -34,6 +34,8 @@ def train_config(config: ExperimentConfig, condition: Condition, mixture: Path, 
 
 
 def run_training(config: ExperimentConfig, condition: Condition, mixture: Path, out_dir: Path) -> dict[str, Any]:
+    """The condition's training in `out_dir`: a finished run of the same numbers is reused, an interrupted one
+    resumed, one of other numbers moved aside first (the folder's `run_status` decides)."""
     from babeltune.train.runfolder import run_status
 
     cfg = train_config(config, condition, mixture, out_dir)

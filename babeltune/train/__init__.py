@@ -56,7 +56,7 @@ _EXPORTS: dict[str, str] = export_table({
     ),
     "babeltune.train.loop": (
         "LossOutput", "StepOutput", "StepRecord", "TrainingInterrupted", "build_optimizer", "build_scheduler",
-        "call_module_loss", "lr_factor", "run_training", "stop_signals", "train_step",
+        "call_module_loss", "lr_factor", "run_steps", "stop_signals", "train_step",
     ),
     "babeltune.train.losses": ("SupervisedLMLoss", "linear_cross_entropy", "reference_loss"),
     "babeltune.train.metrics": ("FlopsModel", "MetricsLogger", "measure_matmul_peak", "peak_memory_bytes", "read_log"),

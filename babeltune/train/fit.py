@@ -7,7 +7,7 @@ gives the loss summed over a micro-batch's items) and a plan of its steps, then 
 
 which builds AdamW and the learning-rate schedule, hands both to `accelerate` (DDP/FSDP under
 `accelerate launch`), restores the checkpoint `resume` names, and runs the loop
-(`babeltune.train.loop.run_training`) with its JSONL/TensorBoard log and its checkpoints (every N steps, at
+(`babeltune.train.loop.run_steps`) with its JSONL/TensorBoard log and its checkpoints (every N steps, at
 the end, on SIGINT/SIGTERM). Seeding the random generators and saving the final weights stay with the
 recipe: where they happen decides the numbers and the files.
 """
@@ -28,7 +28,7 @@ from torch import nn
 
 from babeltune.train.batching import StepPlan
 from babeltune.train.checkpoint import load_checkpoint, save_checkpoint
-from babeltune.train.loop import LossFn, StepRecord, build_optimizer, build_scheduler, call_module_loss, run_training
+from babeltune.train.loop import LossFn, StepRecord, build_optimizer, build_scheduler, call_module_loss, run_steps
 from babeltune.train.metrics import MetricsLogger, read_log
 from babeltune.train.runfolder import numbers_fingerprint
 
@@ -165,7 +165,7 @@ def fit(objective: nn.Module, plan: TrainingPlan, optim: OptimSettings, run: Run
                            tensorboard=run.tensorboard, progress=run.progress, enabled=accelerator.is_main_process)
     started = time.perf_counter()
     try:
-        result = run_training(
+        result = run_steps(
             accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler, plan=plan.steps,
             loss_fn=plan.loss_fn, start_step=start_step, total_steps=plan.total_steps, logger=logger,
             max_grad_norm=optim.max_grad_norm, autocast_dtype=plan.autocast, flops=plan.flops,
