@@ -96,11 +96,14 @@ class LensOptim:
     lr: float = 1e-5
     """Peak learning rate."""
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    """Learning-rate decay after the warm-up."""
     warmup_ratio: float = 0.05
     """Warm-up steps = ceil(ratio x total steps)."""
     weight_decay: float = 0.1
+    """AdamW weight decay (none on biases and norm weights)."""
     adam_betas: tuple[float, float] = (0.9, 0.999)
     max_grad_norm: float | None = 1.0
+    """Gradient clipping; None: none."""
 
     def __post_init__(self) -> None:
         self.adam_betas = (float(self.adam_betas[0]), float(self.adam_betas[1]))
@@ -126,22 +129,32 @@ class LensTrainConfig:
     max_prompt_tokens: int = 128
     """Prompts are cut to this many tokens, template included (the release: 128)."""
     template: Literal["auto", "gemma", "tokenizer"] = "auto"
+    """Chat template wrapping each prompt (auto: the model's own, else gemma's)."""
     pool: Literal["last", "mean"] = "last"
     """State the losses read: the last prompt token (study C) or the mean over the prompt."""
     retain_weight: float = 1.0
+    """Weight of the retain loss (the central language's states stay where they were)."""
     specific_weight: float = 1.0
+    """Weight of the language-specific loss."""
     specific_target: float = 1.0
     """w: the target's language-specific projection moves w direction-lengths further from the central language."""
     agnostic_weight: float = 1.0
+    """Weight of the language-agnostic loss."""
     optim: LensOptim = field(default_factory=LensOptim)
+    """Optimizer and schedule."""
     batch_size: int = 1
     """Parallel groups per micro-batch."""
     grad_accum: int = 8
+    """Micro-batches per optimizer step."""
     epochs: int = 1
     max_steps: int | None = None
+    """Optimizer steps (None: `epochs` passes over the groups)."""
     precision: Literal["auto", "fp32", "bf16"] = "fp32"
+    """Autocast of the training forward passes (auto: bf16 where the device supports it)."""
     seed: int = 0
+    """Seeds the data order and the random generators."""
     dtype: str = "float32"
+    """dtype the model is loaded in."""
     device: str = "cpu"
     allow_other_model: bool = False
     """Train with a subspace probed on other weights of the same shape."""
@@ -151,7 +164,9 @@ class LensTrainConfig:
     """Checkpoint (top layers, optimizer, scheduler, RNG) every N steps; also at the end and on
     SIGINT/SIGTERM. `--resume` continues from the latest one. 0: only at the end and on a signal."""
     tensorboard: bool = False
+    """Also log to RUN/tb (TensorBoard)."""
     progress: bool = True
+    """Show a progress bar."""
 
     def numbers_fingerprint(self) -> str:
         """Hash of every field that changes the numbers of a run: a resume must match it."""
