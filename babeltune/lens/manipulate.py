@@ -20,7 +20,7 @@ Reads top to bottom:
      vector; both sides are trained (the release's "push");
    total = retain_weight * retain + specific_weight * sum_t specific_t + agnostic_weight * sum_t agnostic_t.
    MSE is the mean over hidden dimensions; the loop averages over the groups of a step;
-6. `babeltune.train.fit.fit` (AdamW, cosine schedule, gradient accumulation, clipping, checkpoints,
+6. `babeltune.train.routine.fit` (AdamW, cosine schedule, gradient accumulation, clipping, checkpoints,
    JSONL/TensorBoard logging with tokens/s), then the full model is saved to RUN/final.
 
 The release's defaults: lr 1e-5, cosine, warm-up 5%, weight decay 0.1, batch 1 x 8 accumulation,
@@ -255,7 +255,8 @@ def manipulate(lm: Any, tokenizer: Any, subspace: LanguageSubspace, records: lis
     """Train `lm` in place (top layers only) and log into `run_dir`; see the module docstring.
     `resume`: continue from the run's latest checkpoint (written by the same configuration)."""
     from babeltune.models.chat import get_template
-    from babeltune.train.fit import (
+    from babeltune.train.modeling import save_final
+    from babeltune.train.routine import (
         OptimSettings,
         RunSettings,
         TrainingPlan,
@@ -264,7 +265,6 @@ def manipulate(lm: Any, tokenizer: Any, subspace: LanguageSubspace, records: lis
         resolve_precision,
         set_seed,
     )
-    from babeltune.train.modeling import save_final
 
     checkpoint = start_point(run_dir, cfg, resume)
     set_seed(cfg.seed)

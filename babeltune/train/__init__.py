@@ -50,7 +50,7 @@ _EXPORTS: dict[str, str] = export_table({
     "babeltune.train.checkpoint": ("load_checkpoint", "save_checkpoint"),
     "babeltune.train.config": ("LoraSettings", "TrainConfig"),
     "babeltune.train.data": ("DataReport", "TrainDataError", "TrainExample", "prepare_examples"),
-    "babeltune.train.fit": (
+    "babeltune.train.routine": (
         "Fitted", "OptimSettings", "RunSettings", "TrainingPlan", "fit", "make_accelerator", "resolve_precision",
         "set_seed",
     ),

@@ -12,7 +12,7 @@ A recipe supplies:
 - `loss_fn(model, micro_batch) -> LossOutput`: the summed loss of a micro-batch (and optional summed
   extra metrics). It must call `model(...)` itself, not its submodules, so DDP/FSDP hooks run.
 
-Recipes reach it through `babeltune.train.fit.fit`, which also builds the optimizer, prepares
+Recipes reach it through `babeltune.train.routine.fit`, which also builds the optimizer, prepares
 `accelerate`, restores a checkpoint and keeps the log.
 """
 

@@ -7,7 +7,7 @@
 2. the data: read, rendered with the shared chat template, length policy applied and counted;
 3. the model: LoRA or full fine-tuning, bf16 storage of frozen weights, the fused loss checked
    against the model's own forward once; `run.json` and `data_report.json` record it all;
-4. `babeltune.train.fit.fit`: optimizer, schedule, `accelerate` (DDP/FSDP when launched with
+4. `babeltune.train.routine.fit`: optimizer, schedule, `accelerate` (DDP/FSDP when launched with
    `accelerate launch`), the checkpoint restored, the loop, its log and checkpoints;
 5. the final weights (adapter or full model, optionally merged) and `result.json`.
 """
@@ -28,15 +28,6 @@ from torch import nn
 from babeltune.train.batching import DataSchedule, StepPlanner
 from babeltune.train.config import TrainConfig, sweep_dir_name
 from babeltune.train.data import DataReport, TrainExample, prepare_examples
-from babeltune.train.fit import (
-    OptimSettings,
-    RunSettings,
-    TrainingPlan,
-    fit,
-    make_accelerator,
-    resolve_precision,
-    set_seed,
-)
 from babeltune.train.loop import StepRecord
 from babeltune.train.losses import SupervisedLMLoss
 from babeltune.train.metrics import FlopsModel, measure_matmul_peak, peak_memory_bytes
@@ -48,6 +39,15 @@ from babeltune.train.modeling import (
     merge_adapter,
     save_final,
     store_frozen_in,
+)
+from babeltune.train.routine import (
+    OptimSettings,
+    RunSettings,
+    TrainingPlan,
+    fit,
+    make_accelerator,
+    resolve_precision,
+    set_seed,
 )
 from babeltune.train.runfolder import CheckpointError, RunStatus, run_status
 
