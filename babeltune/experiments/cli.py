@@ -9,12 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from babeltune.interrupts import TrainingInterrupted
+
 
 def register(sub: Any) -> None:
-    """`babeltune run`, and `babeltune judge` (the judges' own commands, offered next to the runner)."""
-    from babeltune.judge import cli as judge_cli
-
-    judge_cli.register(sub)
+    """`babeltune run`."""
     parser = sub.add_parser(
         "run", help="run an experiment grid: mixtures, tuning, generation, evaluation, judging, report",
         description="Expand EXPERIMENT.yaml into conditions and run mixture -> train -> generate -> evaluate -> "
@@ -68,11 +67,8 @@ def resumable(command: str) -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         raise SystemExit(f"\ninterrupted; finished stages are kept: run `{command}` again to resume") from None
-    except Exception as exc:
-        if type(exc).__name__ != "TrainingInterrupted":
-            raise
-        step = getattr(exc, "step", "?")
-        raise SystemExit(f"\ninterrupted; training saved a checkpoint after step {step} and finished stages are "
+    except TrainingInterrupted as exc:
+        raise SystemExit(f"\ninterrupted; training saved a checkpoint after step {exc.step} and finished stages are "
                          f"kept: run `{command}` again to resume") from None
 
 

@@ -6,7 +6,7 @@
     babeltune judge rubric ... --backend vllm --local-model JUDGE --vllm dtype=bfloat16    # in-process vLLM
 
 Judgements are cached in OUT (re-running resumes); scores per language with 95% CIs are printed and
-written to OUT/scores.json. (Registered by `babeltune.experiments.cli`.)
+written to OUT/scores.json.
 """
 
 from __future__ import annotations

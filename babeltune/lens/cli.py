@@ -153,8 +153,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from babeltune.cli import command_config
+    from babeltune.interrupts import TrainingInterrupted
     from babeltune.lens.manipulate import LensTrainConfig, run_manipulation
-    from babeltune.train.loop import TrainingInterrupted
 
     cfg = command_config(LensTrainConfig, args, _TRAIN_FLAGS)
     check_output(args.out, "folder")

@@ -56,8 +56,8 @@ def _run_config(out: str | None) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from babeltune.interrupts import TrainingInterrupted
     from babeltune.outputs import check_output
-    from babeltune.train.loop import TrainingInterrupted
     from babeltune.train.recipe import train_sweep
 
     config = build_config(args)
