@@ -6,8 +6,8 @@ switch, a list comma-separated values), its default and its docstring as the hel
 argparse default is None, so a flag that is not given leaves the YAML file's or `--set`'s value
 alone; `command_config` then applies the flags given last, labelled by flag in errors.
 
-Docstrings are read from the class source (`ast`, once per class); a class whose source is not
-available (a frozen application) still gets its flags, without help text.
+Docstrings are read from the class's source file (parsed with `ast` once per file, cached); a class
+whose source is not available (a frozen application) still gets its flags, without help text.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import dataclasses
 import functools
 import inspect
 import itertools
-import textwrap
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -29,6 +28,24 @@ SET_METAVAR = "KEY=VALUE"
 
 
 @functools.cache
+def _module_field_docs(filename: str) -> dict[str, dict[str, str]]:
+    """Class name -> {field: docstring} for the top-level classes of one source file (parsed once)."""
+    try:
+        tree = ast.parse(Path(filename).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return {}
+    found: dict[str, dict[str, str]] = {}
+    for cls in (node for node in tree.body if isinstance(node, ast.ClassDef)):
+        docs = found.setdefault(cls.name, {})
+        for node, after in itertools.pairwise(cls.body):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)):
+                docs[node.target.id] = " ".join(inspect.cleandoc(after.value.value).split())
+    return found
+
+
+@functools.cache
 def field_docs(cls: type) -> dict[str, str]:
     """The docstring under each field of dataclass `cls` (and of the dataclasses it inherits from)."""
     docs: dict[str, str] = {}
@@ -36,16 +53,17 @@ def field_docs(cls: type) -> dict[str, str]:
         if not dataclasses.is_dataclass(klass):
             continue
         try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError, SyntaxError):
-            continue
-        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for node, after in itertools.pairwise(body):
-            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
-                    and isinstance(after.value.value, str)):
-                docs[node.target.id] = " ".join(inspect.cleandoc(after.value.value).split())
+            filename = inspect.getsourcefile(klass)
+        except TypeError:
+            filename = None
+        if filename:
+            docs.update(_module_field_docs(filename).get(klass.__qualname__, {}))
     return docs
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 def config_field(cls: type, key: str) -> tuple[type, dataclasses.Field[Any], Any]:
@@ -55,7 +73,7 @@ def config_field(cls: type, key: str) -> tuple[type, dataclasses.Field[Any], Any
         fields = {f.name: f for f in dataclasses.fields(owner)}
         if part not in fields:
             raise KeyError(f"{cls.__name__} has no field {key!r}")
-        hint = typing.get_type_hints(owner)[part]
+        hint = _hints(owner)[part]
         if depth == len(parts) - 1:
             return owner, fields[part], hint
         owner = _without_none(hint)
@@ -78,6 +96,18 @@ def _default(field: dataclasses.Field[Any]) -> Any:
     return None
 
 
+def key_default(cls: type, key: str) -> Any:
+    """The default of dotted `key` as `cls()` would have it: a section's own default wins over its
+    class's (TranslateConfig's decoding defaults to max_new_tokens=1024, DecodingSettings' to 512)."""
+    value: Any = None
+    owner = cls
+    for part in key.split("."):
+        field = {f.name: f for f in dataclasses.fields(owner)}[part]
+        value = getattr(value, part) if dataclasses.is_dataclass(value) else _default(field)
+        owner = _without_none(_hints(owner)[part])
+    return value
+
+
 def _shown(value: Any) -> str | None:
     """A default as the help shows it; None when there is nothing worth showing."""
     if value is None or isinstance(value, bool) or value in ("", []) or dataclasses.is_dataclass(value):
@@ -91,7 +121,7 @@ def flag_kwargs(cls: type, key: str) -> dict[str, Any]:
     """argparse keyword arguments of the flag for dotted field `key` of dataclass `cls`."""
     owner, field, hint = config_field(cls, key)
     hint = _without_none(hint)
-    default = _default(field)
+    default = key_default(cls, key)
     doc = field_docs(owner).get(field.name, "")
     shown = _shown(default)
     help_text = " ".join(part for part in (doc, f"(default {shown})" if shown is not None else "") if part)

@@ -109,11 +109,22 @@ def test_flags_without_source_code_still_work(monkeypatch: pytest.MonkeyPatch) -
         size: int = 3
         """Not readable."""
 
-    def no_source(obj: object) -> str:
-        raise OSError("no source")
+    def no_source(obj: object) -> str | None:
+        return None
 
-    monkeypatch.setattr(inspect, "getsource", no_source)
+    monkeypatch.setattr(inspect, "getsourcefile", no_source)
     parser = argparse.ArgumentParser()
     flags = add_config_flags(parser, NoSource, ("size",))
     assert field_docs(NoSource) == {}
     assert command_config(NoSource, parser.parse_args(["--size", "5"]), flags).size == 5
+
+
+@dataclass
+class WithSection:
+    inner: Inner = field(default_factory=lambda: Inner(rate=0.75))
+
+
+def test_a_sections_own_default_is_the_one_shown() -> None:
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, WithSection, ("inner.rate",))
+    assert "(default 0.75)" in parser.format_help()

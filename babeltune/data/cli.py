@@ -130,48 +130,30 @@ def _completeness_line(records: list[Any], languages: str | None) -> str:
     return f"prompts complete in all {len(wanted)} languages ({', '.join(wanted)}): {complete} of {total}"
 
 
-# flag -> TranslateConfig key; every field is also settable as --set key=value or in the --config YAML.
-_TRANSLATE_FLAGS: dict[str, str] = {
-    "source": "source", "out": "out", "languages": "languages", "source_lang": "source_lang", "backend": "backend",
-    "model": "model", "endpoint": "endpoint.url", "endpoint_model": "endpoint.model",
-    "api_key_env": "endpoint.api_key_env", "concurrency": "endpoint.concurrency", "timeout": "endpoint.timeout",
-    "max_retries": "endpoint.max_retries", "max_new_tokens": "decoding.max_new_tokens", "retries": "retries",
-    "limit": "limit", "overwrite": "overwrite",
+_TRANSLATE_KEYS = ("source", "out", "languages", "source_lang", "backend", "model")
+ENDPOINT_FLAGS: dict[str, str] = {
+    "endpoint.url": "endpoint", "endpoint.model": "endpoint_model", "endpoint.api_key_env": "api_key_env",
+    "endpoint.concurrency": "concurrency", "endpoint.timeout": "timeout", "endpoint.max_retries": "max_retries",
 }
+"""Config key -> flag of the endpoint options (`data translate`, `generate`: an `endpoint` section)."""
 
 
 def _register_translate(data_sub: Any) -> None:
     from babeltune.cli import positive_int
+    from babeltune.data.translate import TranslateConfig
+    from babeltune.options import add_config_file_options, add_config_flags
 
     tr = data_sub.add_parser(
         "translate", help="translate a source into target languages (gated) into a parallel set",
         description="Translate every turn of every record into each target language through a generation backend; "
         "gate each translation (language, length, markers, empty); write the prompts complete in every language. "
         "Rerunning resumes (OUT.translations.jsonl is the cache).")
-    tr.add_argument("--config", help="YAML file of TranslateConfig fields")
-    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override any config field, e.g. gates.max_ratio=2.5 (repeatable)")
-    tr.add_argument("--source", help="records to translate: a .jsonl file/folder (babeltune, Alpaca or chat rows), "
-                    "hf:NAME_OR_PATH, bundled:...")
-    tr.add_argument("--out", help="the parallel set FILE.jsonl (FILE.translations.jsonl, FILE.summary.json, "
-                    "FILE.rejects.jsonl beside it)")
-    tr.add_argument("--languages", help="target languages, comma-separated, e.g. ar,zh,cs,et,fi,he,hi,it,ru,es,sw")
-    tr.add_argument("--source-lang", help="language of source rows without a 'lang' column; in a source of several "
-                    "languages, the language whose records are translated")
-    tr.add_argument("--backend", choices=["local", "vllm", "endpoint"],
-                    help="default endpoint; local / vllm load --model in this process")
-    tr.add_argument("--model", help="local / vllm backend: the translating model")
-    tr.add_argument("--endpoint", help="base URL up to /v1 of an OpenAI-compatible server")
-    tr.add_argument("--endpoint-model", help="model name to request (default: the first the endpoint lists)")
-    tr.add_argument("--api-key-env", help="environment variable holding the API key")
-    tr.add_argument("--concurrency", type=int, help="requests in flight at once")
-    tr.add_argument("--timeout", type=float, help="seconds per request attempt")
-    tr.add_argument("--max-retries", type=int, help="endpoint retries per request (429, 5xx, broken replies)")
-    tr.add_argument("--max-new-tokens", type=int, help="longest translation of one turn, in tokens (default 1024)")
-    tr.add_argument("--retries", type=int, help="times a rejected translation is asked again (default 1)")
-    tr.add_argument("--limit", type=positive_int, help="translate only the first N source records")
-    tr.add_argument("--overwrite", action="store_true", default=None, help="start the cache afresh")
-    tr.set_defaults(func=cmd_translate)
+    add_config_file_options(tr, TranslateConfig, "gates.max_ratio=2.5")
+    flags = add_config_flags(tr, TranslateConfig, _TRANSLATE_KEYS)
+    flags |= add_config_flags(tr, TranslateConfig, ENDPOINT_FLAGS, names=ENDPOINT_FLAGS)
+    flags |= add_config_flags(tr, TranslateConfig, ("decoding.max_new_tokens", "retries", "limit", "overwrite"),
+                              extra={"limit": {"type": positive_int}})
+    tr.set_defaults(func=cmd_translate, config_flags=flags)
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
@@ -182,7 +164,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from babeltune.outputs import check_output
 
     try:
-        cfg = command_config(TranslateConfig, args, _TRANSLATE_FLAGS)
+        cfg = command_config(TranslateConfig, args)
     except ConfigError as exc:
         raise ValueError(str(exc)) from exc
     check_output(cfg.out, "file")
