@@ -34,6 +34,7 @@ def offenders(package: str, forbidden: tuple[str, ...]) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("package, forbidden", [
+    ("generate", ("babeltune.lens.cli", "babeltune.evaluate")),
     ("report", ("babeltune.experiments.runner",)),
     ("experiments", ("babeltune.judge.cli",)),
 ])
@@ -45,6 +46,29 @@ def test_the_check_sees_function_local_imports(tmp_path: Path) -> None:
     source = tmp_path / "m.py"
     source.write_text("def f():\n    from babeltune.lens.cli import add_steer_options\n", encoding="utf-8")
     assert "babeltune.lens.cli" in imported_modules(source)
+
+
+def test_no_cli_module_imports_another_packages_cli() -> None:
+    """A stage's command line is its own: options shared between commands live in config modules."""
+    bad = {}
+    for path in sorted(ROOT.glob("*/cli.py")):
+        own = f"babeltune.{path.parent.name}.cli"
+        hits = sorted(m for m in imported_modules(path) if m.endswith(".cli") and m not in (own, "babeltune.cli"))
+        if hits:
+            bad[str(path.relative_to(ROOT))] = hits
+    assert bad == {}
+
+
+def test_generate_takes_steering_as_a_typed_config() -> None:
+    from babeltune.cli import build_parser, command_config
+    from babeltune.generate.config import GenerateConfig
+    from babeltune.lens.config import SteerConfig
+
+    args = build_parser().parse_args(["generate", "--out", "o.jsonl", "--steer", "sub", "--steer-layers", "0,-1",
+                                      "--steer-mode", "project"])
+    cfg = command_config(GenerateConfig, args)
+    assert cfg.steer == SteerConfig(subspace="sub", mode="project", layers=[0, -1])
+    assert command_config(GenerateConfig, build_parser().parse_args(["generate", "--out", "o.jsonl"])).steer is None
 
 
 def test_judge_registers_from_its_own_cli_module() -> None:

@@ -131,16 +131,10 @@ def _completeness_line(records: list[Any], languages: str | None) -> str:
 
 
 _TRANSLATE_KEYS = ("source", "out", "languages", "source_lang", "backend", "model")
-ENDPOINT_FLAGS: dict[str, str] = {
-    "endpoint.url": "endpoint", "endpoint.model": "endpoint_model", "endpoint.api_key_env": "api_key_env",
-    "endpoint.concurrency": "concurrency", "endpoint.timeout": "timeout", "endpoint.max_retries": "max_retries",
-}
-"""Config key -> flag of the endpoint options (`data translate`, `generate`: an `endpoint` section)."""
-
-
 def _register_translate(data_sub: Any) -> None:
     from babeltune.cli import positive_int
     from babeltune.data.translate import TranslateConfig
+    from babeltune.generate.config import ENDPOINT_FLAGS
     from babeltune.options import add_config_file_options, add_config_flags
 
     tr = data_sub.add_parser(

@@ -220,22 +220,3 @@ def cmd_mc_eval(args: argparse.Namespace) -> int:
         Path(cfg.out).write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return 0
 
-
-def add_steer_options(parser: argparse.ArgumentParser, required: bool) -> None:
-    """The --steer options for `babeltune generate` (until its config declares them)."""
-    from babeltune.lens.config import STEER_FLAGS, MCEvalConfig
-
-    _steer_flags(parser, MCEvalConfig, STEER_FLAGS, required)
-
-
-def steer_config_from_args(args: argparse.Namespace) -> Any:
-    """The SteerConfig of the --steer options, or None without --steer."""
-    from babeltune.config import from_dict
-    from babeltune.lens.config import STEER_FLAGS, SteerConfig
-
-    if not getattr(args, "steer", None):
-        return None
-    values = {key.split(".")[1]: getattr(args, dest) for key, dest in STEER_FLAGS.items()
-              if getattr(args, dest) is not None}
-    origins = {key.split(".")[1]: "--" + dest.replace("_", "-") for key, dest in STEER_FLAGS.items()}
-    return from_dict(SteerConfig, values, where="command line", origins=origins)
