@@ -160,7 +160,8 @@ CASES = [
          "pinch", "--pinch-percent", "1", "--budget", "10", "--out", str(t / "p.jsonl")],
          ("a pinch of 1% of a budget of 10", "rounds to 0", "at least 51", "above 5")),
     Case("pinch percent NaN", lambda t, m: ["data", "build", "--source", "bundled:train", "--recipe", "pinch",
-         "--pinch-percent", "nan", "--budget", "10", "--out", str(t / "p.jsonl")], ("pinch percent", "nan")),
+         "--pinch-percent", "nan", "--budget", "10", "--out", str(t / "p.jsonl")],
+         ("--pinch-percent", "must be a finite number", "nan")),
     # configuration: the YAML file, an override or a flag is named, whichever set the bad value
     Case("bad YAML key", lambda t, m: ["train", "--config", _write(t / "c.yaml", "lr: 1e-3\nnosuch: 1\n")],
          ("{tmp}/c.yaml: unknown key(s) nosuch",)),

@@ -9,27 +9,22 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
+    from babeltune.data.mixtures import MixtureSpec  # imported with the data package anyway
+    from babeltune.options import add_config_flags
+
     parser = sub.add_parser("data", help="build study A mixtures, validate and summarise data sources")
     data_sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
 
     build = data_sub.add_parser("build", help="build a language mixture (study A) from a parallel source")
     build.add_argument("--source", required=True, help="bundled:train, a .jsonl file/folder, hf:NAME_OR_PATH, or a "
                        "parallel source (parts.yaml, hf:NAME --hf-config ar,zh,...)")
-    build.add_argument("--recipe", required=True, choices=["monolingual", "pinch", "uniform", "languages"])
-    build.add_argument("--languages", default="", help="comma-separated language pool, e.g. en,es,fi "
-                       "(default: every language of the source)")
-    build.add_argument("--budget", type=int, required=True, help="exact number of examples in the mixture")
-    build.add_argument("--lang", help="monolingual: the language; pinch: the base language (default en)")
-    pinch = build.add_mutually_exclusive_group()
-    pinch.add_argument("--pinch-count", type=int, help="pinch: multilingual examples over the other languages "
-                       "(default 40)")
-    pinch.add_argument("--pinch-percent", type=float, help="pinch: P%% of the budget over all languages")
-    build.add_argument("--seed", type=int, default=0)
-    build.add_argument("--eval-languages", default=None, help="languages evaluated later: the summary lists "
-                       "which of them are unseen in tuning")
+    flags = add_config_flags(build, MixtureSpec, ("recipe", "languages", "budget", "lang"),
+                             extra={"recipe": {"required": True}, "budget": {"required": True}})
+    flags |= add_config_flags(build.add_mutually_exclusive_group(), MixtureSpec, ("pinch_count", "pinch_percent"))
+    flags |= add_config_flags(build, MixtureSpec, ("seed", "eval_languages"))
     build.add_argument("--out", required=True, help="output FILE.jsonl (FILE.summary.json is written beside)")
     _add_read_options(build)
-    build.set_defaults(func=cmd_build)
+    build.set_defaults(func=cmd_build, config_flags=flags)
 
     validate = data_sub.add_parser("validate", help="check every record of a source; report rejects per reason")
     validate.add_argument("source")
@@ -67,17 +62,13 @@ def _load(args: argparse.Namespace, source: str) -> Any:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from babeltune.cli import command_config
     from babeltune.data.mixtures import MixtureSpec, build_mixture
     from babeltune.data.records import write_jsonl
-    from babeltune.languages import parse_language_list
     from babeltune.outputs import check_output
 
     out = check_output(args.out, "file")
-    spec = MixtureSpec(
-        recipe=args.recipe, budget=args.budget, languages=parse_language_list(args.languages),
-        lang=args.lang, pinch_count=args.pinch_count, pinch_percent=args.pinch_percent, seed=args.seed,
-        eval_languages=parse_language_list(args.eval_languages) if args.eval_languages else None,
-    )
+    spec = command_config(MixtureSpec, args)
     loaded = _load(args, args.source)
     mixture = build_mixture(loaded.records, spec, source_name=args.source)
     write_jsonl(mixture.records, out)
