@@ -66,16 +66,19 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def config_field(cls: type, key: str) -> tuple[type, dataclasses.Field[Any], Any]:
-    """(owning dataclass, field, resolved type) of dotted `key` in `cls`; KeyError for an unknown key."""
-    owner, parts = cls, key.split(".")
+def config_field(cls: type, key: str) -> tuple[type, dataclasses.Field[Any], Any, Any]:
+    """(owning dataclass, field, resolved type, default) of dotted `key` in `cls`; KeyError for an unknown
+    key. The default is the one `cls()` has: a section's own default wins over its class's
+    (TranslateConfig's decoding has max_new_tokens=1024, DecodingSettings alone 512)."""
+    owner, default, parts = cls, None, key.split(".")
     for depth, part in enumerate(parts):
         fields = {f.name: f for f in dataclasses.fields(owner)}
         if part not in fields:
             raise KeyError(f"{cls.__name__} has no field {key!r}")
-        hint = _hints(owner)[part]
+        field, hint = fields[part], _hints(owner)[part]
+        default = getattr(default, part) if dataclasses.is_dataclass(default) else _default(field)
         if depth == len(parts) - 1:
-            return owner, fields[part], hint
+            return owner, field, hint, default
         owner = _without_none(hint)
     raise KeyError(key)  # pragma: no cover (an empty key)
 
@@ -96,18 +99,6 @@ def _default(field: dataclasses.Field[Any]) -> Any:
     return None
 
 
-def key_default(cls: type, key: str) -> Any:
-    """The default of dotted `key` as `cls()` would have it: a section's own default wins over its
-    class's (TranslateConfig's decoding defaults to max_new_tokens=1024, DecodingSettings' to 512)."""
-    value: Any = None
-    owner = cls
-    for part in key.split("."):
-        field = {f.name: f for f in dataclasses.fields(owner)}[part]
-        value = getattr(value, part) if dataclasses.is_dataclass(value) else _default(field)
-        owner = _without_none(_hints(owner)[part])
-    return value
-
-
 def _shown(value: Any) -> str | None:
     """A default as the help shows it; None when there is nothing worth showing."""
     if value is None or isinstance(value, bool) or value in ("", []) or dataclasses.is_dataclass(value):
@@ -119,9 +110,8 @@ def _shown(value: Any) -> str | None:
 
 def flag_kwargs(cls: type, key: str) -> dict[str, Any]:
     """argparse keyword arguments of the flag for dotted field `key` of dataclass `cls`."""
-    owner, field, hint = config_field(cls, key)
+    owner, field, hint, default = config_field(cls, key)
     hint = _without_none(hint)
-    default = key_default(cls, key)
     doc = field_docs(owner).get(field.name, "")
     shown = _shown(default)
     help_text = " ".join(part for part in (doc, f"(default {shown})" if shown is not None else "") if part)
@@ -131,6 +121,7 @@ def flag_kwargs(cls: type, key: str) -> dict[str, Any]:
         kwargs["action"] = "store_true" if default is False else argparse.BooleanOptionalAction
     elif origin is Literal:
         kwargs["choices"] = list(typing.get_args(hint))
+        kwargs["type"] = type(kwargs["choices"][0])
     elif origin in (list, tuple):
         kwargs["metavar"] = "A,B,..."
     elif hint is int:
