@@ -71,7 +71,8 @@ def stage_probe(args: argparse.Namespace) -> None:
 # -- manipulation training --------------------------------------------------------------------------------------
 
 def stage_train(args: argparse.Namespace) -> None:
-    from babeltune.lens.manipulate import LensOptim, LensTrainConfig, run_manipulation
+    from babeltune.lens.config import LensOptim, LensTrainConfig
+    from babeltune.lens.manipulate import run_manipulation
 
     cfg = LensTrainConfig(subspace=str(args.out / "subspace"), data=args.train_data, max_groups=args.groups,
                           languages=args.train_languages.split(",") if args.train_languages else [],

@@ -10,7 +10,8 @@ import torch
 
 from babeltune.data import read_records
 from babeltune.lens import ProbeConfig, evaluate_mc, probe, steer
-from babeltune.lens.manipulate import LensOptim, LensTrainConfig, manipulate
+from babeltune.lens.config import LensOptim, LensTrainConfig
+from babeltune.lens.manipulate import manipulate
 from babeltune.lens.mc import MCItem
 from tests.conftest import make_parallel, write_rows
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from babeltune.data import read_records
-from babeltune.lens.config import ProbeConfig
-from babeltune.lens.manipulate import LensOptim, LensTrainConfig, manipulate
+from babeltune.lens.config import LensOptim, LensTrainConfig, ProbeConfig
+from babeltune.lens.manipulate import manipulate
 from babeltune.lens.probing import probe
 from babeltune.train.metrics import read_log
 from tests.conftest import make_parallel, write_rows

@@ -10,7 +10,6 @@ deleted) before training afresh. `train.launcher: accelerate` runs the same trai
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -35,31 +34,23 @@ def train_config(config: ExperimentConfig, condition: Condition, mixture: Path, 
 
 
 def run_training(config: ExperimentConfig, condition: Condition, mixture: Path, out_dir: Path) -> dict[str, Any]:
-    cfg = train_config(config, condition, mixture, out_dir)
-    fingerprint = cfg.numbers_fingerprint()
-    result_file = out_dir / "result.json"
-    if result_file.exists():
-        saved = json.loads(result_file.read_text(encoding="utf-8"))
-        if saved.get("fingerprint") == fingerprint:
-            log.info("%s: training already finished in %s; reused", condition.name, out_dir)
-            return _info(saved, cfg.method)
-        move_aside(out_dir, "a training run of another configuration")
-    resume = False
-    if (out_dir / "checkpoints").exists():
-        from babeltune.train import find_checkpoint
-        from babeltune.train.checkpoint import read_checkpoint_state
+    """The condition's training in `out_dir`: a finished run of the same numbers is reused, an interrupted one
+    resumed, one of other numbers moved aside first (the folder's `run_status` decides)."""
+    from babeltune.train.runfolder import run_status
 
-        try:
-            state = read_checkpoint_state(find_checkpoint(out_dir))
-            resume = state.get("fingerprint") == fingerprint
-        except (OSError, ValueError):
-            resume = False
-        if not resume:
-            move_aside(out_dir, "a training run of another configuration")
+    cfg = train_config(config, condition, mixture, out_dir)
+    status = run_status(out_dir)
+    if not status.same_numbers(cfg.numbers_dict()):
+        move_aside(out_dir, "a training run of another configuration")
+        status = run_status(out_dir)
+    if status.state == "finished":
+        log.info("%s: training already finished in %s; reused", condition.name, out_dir)
+        return _info(status.result(), cfg.method)
+    resume = status.state == "resumable"
     launch = condition.launch
     if launch.launcher == "accelerate":
         launch_training(cfg, launch, resume, condition.name)
-        return _info(json.loads(result_file.read_text(encoding="utf-8")), cfg.method)
+        return _info(run_status(out_dir).result(), cfg.method)
     from babeltune.train import train
 
     result = train(cfg, resume=resume)

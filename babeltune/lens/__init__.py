@@ -16,7 +16,7 @@ from __future__ import annotations
 from babeltune.lazy import export_table, lazy_getattr
 
 _EXPORTS: dict[str, str] = export_table({
-    "babeltune.lens.config": ("ProbeConfig", "SteerConfig"),
+    "babeltune.lens.config": ("LensOptim", "LensTrainConfig", "ProbeConfig", "SteerConfig"),
     "babeltune.lens.diagnostics": ("LayerDiagnostics", "format_table", "layer_diagnostics"),
     "babeltune.lens.mc": ("MCItem", "evaluate_mc", "read_mc_items", "summarize"),
     "babeltune.lens.probing": ("ProbeResult", "probe", "run_probe"),

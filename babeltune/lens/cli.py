@@ -106,7 +106,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from babeltune.cli import command_config
     from babeltune.interrupts import TrainingInterrupted
-    from babeltune.lens.manipulate import LensTrainConfig, run_manipulation
+    from babeltune.lens.config import LensTrainConfig
+    from babeltune.lens.manipulate import run_manipulation
 
     cfg = command_config(LensTrainConfig, args)
     check_output(args.out, "folder")

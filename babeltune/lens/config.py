@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
+from babeltune.config import to_dict
 from babeltune.languages import parse_language_list
+from babeltune.train.runfolder import numbers_fingerprint
 
 SteerMode = Literal["add", "project"]
 
@@ -91,6 +93,107 @@ class SteerConfig:
             self.lang = parse_language_list([self.lang])[0]
         if not self.layers:
             raise ValueError("layers must list at least one layer")
+
+
+@dataclass
+class LensOptim:
+    """Optimizer and schedule (the release's values by default)."""
+
+    lr: float = 1e-5
+    """Peak learning rate."""
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    """Learning-rate decay after the warm-up."""
+    warmup_ratio: float = 0.05
+    """Warm-up steps = ceil(ratio x total steps)."""
+    weight_decay: float = 0.1
+    """AdamW weight decay (none on biases and norm weights)."""
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    max_grad_norm: float | None = 1.0
+    """Gradient clipping; None: none."""
+
+    def __post_init__(self) -> None:
+        self.adam_betas = (float(self.adam_betas[0]), float(self.adam_betas[1]))
+        if self.lr <= 0 or not 0 <= self.warmup_ratio < 1 or self.weight_decay < 0:
+            raise ValueError("need lr > 0, 0 <= warmup_ratio < 1 and weight_decay >= 0")
+
+
+@dataclass
+class LensTrainConfig:
+    """`babeltune lens train`: manipulation training of the top layers with study C's three losses."""
+
+    subspace: str = ""
+    """Folder written by `babeltune lens probe` on this model."""
+    model: str = "gemma-3-270m"
+    data: str = "bundled:train"
+    """Parallel prompts (records sharing a pid across languages); responses are ignored."""
+    languages: list[str] = field(default_factory=list)
+    """Training languages (the central one included); default: every language of the subspace."""
+    max_groups: int | None = 200
+    """At most this many parallel groups (the release: 200); None: all."""
+    top_layers: int = 2
+    """Number of top decoder layers trained (the release: 2)."""
+    max_prompt_tokens: int = 128
+    """Prompts are cut to this many tokens, template included (the release: 128)."""
+    template: Literal["auto", "gemma", "tokenizer"] = "auto"
+    """Chat template wrapping each prompt (auto: the model's own, else gemma's)."""
+    pool: Literal["last", "mean"] = "last"
+    """State the losses read: the last prompt token (study C) or the mean over the prompt."""
+    retain_weight: float = 1.0
+    """Weight of the retain loss (the central language's states stay where they were)."""
+    specific_weight: float = 1.0
+    """Weight of the language-specific loss."""
+    specific_target: float = 1.0
+    """w: the target's language-specific projection moves w direction-lengths further from the central language."""
+    agnostic_weight: float = 1.0
+    """Weight of the language-agnostic loss."""
+    optim: LensOptim = field(default_factory=LensOptim)
+    """Optimizer and schedule."""
+    batch_size: int = 1
+    """Parallel groups per micro-batch."""
+    grad_accum: int = 8
+    """Micro-batches per optimizer step."""
+    epochs: int = 1
+    max_steps: int | None = None
+    """Optimizer steps (None: `epochs` passes over the groups)."""
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"
+    """Autocast of the training forward passes (auto: bf16 where the device supports it)."""
+    seed: int = 0
+    """Seeds the data order and the random generators."""
+    dtype: str = "float32"
+    """dtype the model is loaded in."""
+    device: str = "cpu"
+    allow_other_model: bool = False
+    """Train with a subspace probed on other weights of the same shape."""
+    save_model: bool = True
+    """Write the trained model to RUN/final (safetensors + tokenizer)."""
+    save_every: int = 0
+    """Checkpoint (top layers, optimizer, scheduler, RNG) every N steps; also at the end and on
+    SIGINT/SIGTERM. `--resume` continues from the latest one. 0: only at the end and on a signal."""
+    tensorboard: bool = False
+    """Also log to RUN/tb (TensorBoard)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def numbers_fingerprint(self) -> str:
+        """Hash of every field that changes the numbers of a run: a resume must match it."""
+        return numbers_fingerprint(self.numbers_dict())
+
+    def numbers_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in to_dict(self).items() if k not in LENS_RESUME_FREE_FIELDS}
+
+    def __post_init__(self) -> None:
+        self.languages = parse_language_list(self.languages)
+        if self.top_layers < 1 or self.batch_size < 1 or self.grad_accum < 1 or self.epochs < 1:
+            raise ValueError("top_layers, batch_size, grad_accum and epochs must be >= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 or null, got {self.max_steps}")
+        if min(self.retain_weight, self.specific_weight, self.agnostic_weight) < 0:
+            raise ValueError("loss weights must be >= 0")
+        if self.save_every < 0:
+            raise ValueError(f"save_every must be >= 0, got {self.save_every}")
+
+
+LENS_RESUME_FREE_FIELDS = frozenset({"save_model", "save_every", "tensorboard", "progress"})
 
 
 STEER_FLAGS: dict[str, str] = {

@@ -1,9 +1,10 @@
-"""Lens manipulation training (study C), on babeltune.train's loop.
+"""Lens manipulation training (study C), on babeltune.train's training routine (`fit`).
 
 Reads top to bottom:
 
-1. config (`LensTrainConfig`) and the language subspace written by `babeltune lens probe`, checked
-   against the model (fingerprint and shape);
+1. config (`babeltune.lens.config.LensTrainConfig`), the run folder (`start_point`: a finished run is
+   refused, an interrupted one continues only with `resume`) and the language subspace written by
+   `babeltune lens probe`, checked against the model (fingerprint and shape);
 2. data: parallel prompts without responses, one training example = one parallel group (pid) with a
    prompt in every training language, rendered with the chat template and cut to `max_prompt_tokens`;
 3. the model: everything frozen except the top `top_layers` decoder layers (embeddings, final norm and
@@ -19,7 +20,7 @@ Reads top to bottom:
      vector; both sides are trained (the release's "push");
    total = retain_weight * retain + specific_weight * sum_t specific_t + agnostic_weight * sum_t agnostic_t.
    MSE is the mean over hidden dimensions; the loop averages over the groups of a step;
-6. `babeltune.train.loop.run_training` (AdamW, cosine schedule, gradient accumulation, clipping,
+6. `babeltune.train.routine.fit` (AdamW, cosine schedule, gradient accumulation, clipping, checkpoints,
    JSONL/TensorBoard logging with tokens/s), then the full model is saved to RUN/final.
 
 The release's defaults: lr 1e-5, cosine, warm-up 5%, weight decay 0.1, batch 1 x 8 accumulation,
@@ -28,112 +29,27 @@ The release's defaults: lr 1e-5, cosine, warm-up 5%, weight decay 0.1, batch 1 x
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from babeltune.config import to_dict
-from babeltune.languages import parse_language_list
+from babeltune.lens.config import LensTrainConfig
 from babeltune.lens.prompts import render_probe_prompt
 from babeltune.lens.states import PaddedBatch, Pooling, final_state, pad_batch
 from babeltune.lens.subspace import LanguageSubspace
 from babeltune.models.anatomy import decoder_layers
+from babeltune.train.batching import DataSchedule, MicroBatch, StepPlan
+from babeltune.train.loop import LossOutput
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LensOptim:
-    """Optimizer and schedule (the release's values by default)."""
-
-    lr: float = 1e-5
-    """Peak learning rate."""
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_ratio: float = 0.05
-    """Warm-up steps = ceil(ratio x total steps)."""
-    weight_decay: float = 0.1
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    max_grad_norm: float | None = 1.0
-
-    def __post_init__(self) -> None:
-        self.adam_betas = (float(self.adam_betas[0]), float(self.adam_betas[1]))
-        if self.lr <= 0 or not 0 <= self.warmup_ratio < 1 or self.weight_decay < 0:
-            raise ValueError("need lr > 0, 0 <= warmup_ratio < 1 and weight_decay >= 0")
-
-
-@dataclass
-class LensTrainConfig:
-    """`babeltune lens train`: manipulation training of the top layers with study C's three losses."""
-
-    subspace: str = ""
-    """Folder written by `babeltune lens probe` on this model."""
-    model: str = "gemma-3-270m"
-    data: str = "bundled:train"
-    """Parallel prompts (records sharing a pid across languages); responses are ignored."""
-    languages: list[str] = field(default_factory=list)
-    """Training languages (the central one included); default: every language of the subspace."""
-    max_groups: int | None = 200
-    """At most this many parallel groups (the release: 200); None: all."""
-    top_layers: int = 2
-    """Number of top decoder layers trained (the release: 2)."""
-    max_prompt_tokens: int = 128
-    """Prompts are cut to this many tokens, template included (the release: 128)."""
-    template: Literal["auto", "gemma", "tokenizer"] = "auto"
-    pool: Pooling = "last"
-    """State the losses read: the last prompt token (study C) or the mean over the prompt."""
-    retain_weight: float = 1.0
-    specific_weight: float = 1.0
-    specific_target: float = 1.0
-    """w: the target's language-specific projection moves w direction-lengths further from the central language."""
-    agnostic_weight: float = 1.0
-    optim: LensOptim = field(default_factory=LensOptim)
-    batch_size: int = 1
-    """Parallel groups per micro-batch."""
-    grad_accum: int = 8
-    epochs: int = 1
-    max_steps: int | None = None
-    precision: Literal["auto", "fp32", "bf16"] = "fp32"
-    seed: int = 0
-    dtype: str = "float32"
-    device: str = "cpu"
-    allow_other_model: bool = False
-    """Train with a subspace probed on other weights of the same shape."""
-    save_model: bool = True
-    """Write the trained model to RUN/final (safetensors + tokenizer)."""
-    save_every: int = 0
-    """Checkpoint (top layers, optimizer, scheduler, RNG) every N steps; also at the end and on
-    SIGINT/SIGTERM. `--resume` continues from the latest one. 0: only at the end and on a signal."""
-    tensorboard: bool = False
-    progress: bool = True
-
-    def numbers_fingerprint(self) -> str:
-        """Hash of every field that changes the numbers of a run: a resume must match it."""
-        return hashlib.sha256(json.dumps(self.numbers_dict(), sort_keys=True).encode()).hexdigest()[:16]
-
-    def numbers_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in to_dict(self).items() if k not in LENS_RESUME_FREE_FIELDS}
-
-    def __post_init__(self) -> None:
-        self.languages = parse_language_list(self.languages)
-        if self.top_layers < 1 or self.batch_size < 1 or self.grad_accum < 1 or self.epochs < 1:
-            raise ValueError("top_layers, batch_size, grad_accum and epochs must be >= 1")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1 or null, got {self.max_steps}")
-        if min(self.retain_weight, self.specific_weight, self.agnostic_weight) < 0:
-            raise ValueError("loss weights must be >= 0")
-        if self.save_every < 0:
-            raise ValueError(f"save_every must be >= 0, got {self.save_every}")
-
-
-LENS_RESUME_FREE_FIELDS = frozenset({"save_model", "save_every", "tensorboard", "progress"})
 
 
 # 2. Data ------------------------------------------------------------------------------------------------
@@ -244,10 +160,8 @@ def _batch_of(batches: dict[str, torch.Tensor], lang: str) -> PaddedBatch:
 
 
 def collate_groups(groups: list[ParallelGroup], rows: list[int], languages: list[str], reference: torch.Tensor,
-                   pad_id: int) -> Any:
+                   pad_id: int) -> MicroBatch:
     """A micro-batch (babeltune.train's MicroBatch) of parallel groups: one padded batch per language."""
-    from babeltune.train.batching import MicroBatch
-
     inputs: dict[str, torch.Tensor] = {"reference": reference[rows]}
     tokens = padded = 0
     for lang in languages:
@@ -257,6 +171,33 @@ def collate_groups(groups: list[ParallelGroup], rows: list[int], languages: list
         tokens += int(batch.attention_mask.sum())
         padded += batch.attention_mask.numel()
     return MicroBatch(inputs, n_items=len(rows), n_tokens=tokens, n_padded=padded)
+
+
+@dataclass(frozen=True)
+class GroupPlanner:
+    """`plan(step)`: the micro-batches of parallel groups of an optimizer step (one process)."""
+
+    groups: list[ParallelGroup]
+    schedule: DataSchedule
+    languages: list[str]
+    reference: torch.Tensor
+    pad_id: int
+    batch_size: int
+
+    def __call__(self, step: int) -> StepPlan:
+        epoch, indices = self.schedule.step_examples(step)
+        micro = [collate_groups(self.groups, indices[i:i + self.batch_size], self.languages, self.reference,
+                                self.pad_id) for i in range(0, len(indices), self.batch_size)]
+        lengths = tuple(len(self.groups[i].ids[lang]) for i in indices for lang in self.languages)
+        return StepPlan(step=step, epoch=epoch, micro_batches=micro, global_items=len(indices),
+                        global_tokens=sum(m.n_tokens for m in micro), global_examples=len(indices),
+                        example_lengths=lengths)
+
+
+def manipulation_loss(module: nn.Module, batch: MicroBatch) -> LossOutput:
+    """The loop's loss closure: the summed total and its three components."""
+    total, parts = module(**batch.inputs)
+    return LossOutput(total, parts)
 
 
 def freeze_all_but_top(lm: nn.Module, top_layers: int) -> list[str]:
@@ -293,27 +234,41 @@ class ManipulationResult:
         return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
 
 
+def start_point(run_dir: Path, cfg: LensTrainConfig, resume: bool) -> Path | None:
+    """The checkpoint a run in `run_dir` continues from (None: a fresh start). A finished run is refused, and
+    so is an interrupted one unless `resume`; a resume must match the configuration (differing fields named)."""
+    from babeltune.train.runfolder import run_status
+
+    status = run_status(run_dir, "summary.json")
+    if status.state == "finished":
+        raise ValueError(f"{run_dir} already holds a finished manipulation run; choose another --out folder")
+    if resume:
+        return status.resume_point(cfg.numbers_dict())[0]
+    if status.state == "resumable":
+        raise ValueError(f"{run_dir} holds an interrupted manipulation run: add --resume to continue it, or "
+                         "choose another --out folder")
+    return None
+
+
 def manipulate(lm: Any, tokenizer: Any, subspace: LanguageSubspace, records: list[Any], cfg: LensTrainConfig,
                run_dir: Path, *, resume: bool = False) -> ManipulationResult:
     """Train `lm` in place (top layers only) and log into `run_dir`; see the module docstring.
     `resume`: continue from the run's latest checkpoint (written by the same configuration)."""
     from babeltune.models.chat import get_template
-    from babeltune.train.batching import DataSchedule, StepPlan
-    from babeltune.train.checkpoint import checkpoint_to_resume, load_checkpoint, save_checkpoint
-    from babeltune.train.loop import LossOutput, build_optimizer, build_scheduler, run_training
-    from babeltune.train.metrics import MetricsLogger, read_log
-    from babeltune.train.recipe import make_accelerator, resolve_precision, set_seed
+    from babeltune.train.modeling import save_final
+    from babeltune.train.routine import (
+        OptimSettings,
+        RunSettings,
+        TrainingPlan,
+        fit,
+        make_accelerator,
+        resolve_precision,
+        set_seed,
+    )
 
-    checkpoint = (checkpoint_to_resume(run_dir, cfg.numbers_fingerprint(), cfg.numbers_dict())[0]
-                  if resume else None)
+    checkpoint = start_point(run_dir, cfg, resume)
     set_seed(cfg.seed)
-    languages = cfg.languages or list(subspace.languages)
-    for lang in languages:
-        subspace.lang_index(lang)
-    if subspace.central not in languages:
-        raise ValueError(f"training languages {languages} must include the central language {subspace.central!r}")
-    if len(languages) < 2:
-        raise ValueError("manipulation training needs the central language and at least one target language")
+    languages = training_languages(cfg, subspace)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     template = get_template(tokenizer, cfg.template)
     groups, report = parallel_groups(records, languages, tokenizer, template, cfg.max_prompt_tokens, cfg.max_groups)
@@ -331,61 +286,49 @@ def manipulate(lm: Any, tokenizer: Any, subspace: LanguageSubspace, records: lis
     schedule = DataSchedule.build(len(groups), cfg.batch_size * cfg.grad_accum, cfg.epochs, cfg.max_steps,
                                   cfg.seed, shuffle=True)
     total = schedule.total_steps
-    optimizer = build_optimizer(lm, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
-                                betas=cfg.optim.adam_betas)
-    scheduler = build_scheduler(optimizer, total_steps=total, warmup_steps=math.ceil(cfg.optim.warmup_ratio * total),
-                                schedule=cfg.optim.schedule)
-
-    def plan(step: int) -> StepPlan:
-        epoch, indices = schedule.step_examples(step)
-        micro = [collate_groups(groups, indices[i:i + cfg.batch_size], languages, reference, pad_id)
-                 for i in range(0, len(indices), cfg.batch_size)]
-        lengths = tuple(len(groups[i].ids[lang]) for i in indices for lang in languages)
-        return StepPlan(step=step, epoch=epoch, micro_batches=micro, global_items=len(indices),
-                        global_tokens=sum(m.n_tokens for m in micro), global_examples=len(indices),
-                        example_lengths=lengths)
-
-    def loss_fn(module: nn.Module, batch: Any) -> LossOutput:
-        total_loss, parts = module(**batch.inputs)
-        return LossOutput(total_loss, parts)
-
-    start_step = 0
-    if checkpoint is not None:
-        start_step = load_checkpoint(checkpoint, model=lm, optimizer=optimizer, scheduler=scheduler).step
-        log.info("resumed from %s at step %d", checkpoint, start_step)
-
-    def save(step: int) -> None:
-        save_checkpoint(run_dir, step, model=lm, optimizer=optimizer, scheduler=scheduler,
-                        fingerprint=cfg.numbers_fingerprint(), extra={"config": cfg.numbers_dict()})
-
-    logger = MetricsLogger(run_dir, total_steps=total, start_step=start_step, tensorboard=cfg.tensorboard,
-                           progress=cfg.progress)
-    started = time.perf_counter()
-    try:
-        run_training(accelerator=accelerator, model=objective, optimizer=optimizer, scheduler=scheduler,
-                     plan=plan, loss_fn=loss_fn, start_step=start_step, total_steps=total, logger=logger,
-                     max_grad_norm=cfg.optim.max_grad_norm,
-                     autocast_dtype=resolve_precision(cfg.precision, accelerator.device),
-                     save_every=cfg.save_every, save=save)
+    plan = TrainingPlan(steps=GroupPlanner(groups, schedule, languages, reference, pad_id, cfg.batch_size),
+                        total_steps=total, loss_fn=manipulation_loss,
+                        autocast=resolve_precision(cfg.precision, accelerator.device))
+    optim = OptimSettings(lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=cfg.optim.adam_betas,
+                          schedule=cfg.optim.schedule, warmup_steps=math.ceil(cfg.optim.warmup_ratio * total),
+                          max_grad_norm=cfg.optim.max_grad_norm)
+    run = RunSettings(folder=run_dir, numbers=cfg.numbers_dict(), save_every=cfg.save_every,
+                      tensorboard=cfg.tensorboard, progress=cfg.progress)
+    try:  # checkpoints hold the model's own parameter names (not the loss module's)
+        fitted = fit(objective, plan, optim, run, checkpoint, accelerator=accelerator, checkpointed=lm)
     finally:
-        logger.close()
         lm.eval()
         for param in lm.parameters():
             param.requires_grad_(True)
-    seconds = time.perf_counter() - started
-    records_ = read_log(run_dir / "log.jsonl")  # the whole curve, steps before a resume included
-    keys = ("loss", "retain", "specific", "agnostic")
-    weights = None
-    if cfg.save_model:
-        from babeltune.train.modeling import save_final
+    weights = save_final(lm, tokenizer, run_dir / "final", template=template) if cfg.save_model else None
+    return _result(run_dir, fitted.seconds, reference_seconds,
+                   sum(p.numel() for n, p in lm.named_parameters() if n in set(trainable)), weights)
 
-        weights = save_final(lm, tokenizer, run_dir / "final", template=template)
+
+def training_languages(cfg: LensTrainConfig, subspace: LanguageSubspace) -> list[str]:
+    """The configured languages (default: the subspace's), each probed, the central one and a target among them."""
+    languages = cfg.languages or list(subspace.languages)
+    for lang in languages:
+        subspace.lang_index(lang)
+    if subspace.central not in languages:
+        raise ValueError(f"training languages {languages} must include the central language {subspace.central!r}")
+    if len(languages) < 2:
+        raise ValueError("manipulation training needs the central language and at least one target language")
+    return languages
+
+
+def _result(run_dir: Path, seconds: float, reference_seconds: float, trainable_params: int,
+            weights: Path | None) -> ManipulationResult:
+    """The run's figures, from its whole log (the steps before a resume included)."""
+    from babeltune.train.metrics import read_log
+
+    records = read_log(run_dir / "log.jsonl")
+    keys = ("loss", "retain", "specific", "agnostic")
     return ManipulationResult(
-        steps=len(records_), seconds=seconds, tokens=sum(int(r["tokens"]) for r in records_),
-        reference_seconds=reference_seconds,
-        trainable_params=sum(p.numel() for n, p in lm.named_parameters() if n in set(trainable)),
-        first={k: float(records_[0][k]) for k in keys} if records_ else {},
-        last={k: float(records_[-1][k]) for k in keys} if records_ else {},
+        steps=len(records), seconds=seconds, tokens=sum(int(r["tokens"]) for r in records),
+        reference_seconds=reference_seconds, trainable_params=trainable_params,
+        first={k: float(records[0][k]) for k in keys} if records else {},
+        last={k: float(records[-1][k]) for k in keys} if records else {},
         run_dir=run_dir, weights=weights,
     )
 
@@ -400,11 +343,7 @@ def run_manipulation(cfg: LensTrainConfig, out: str | Path, *, resume: bool = Fa
     if not cfg.subspace:
         raise ValueError("no subspace: set --subspace DIR (written by `babeltune lens probe`)")
     run_dir = Path(out)
-    if (run_dir / "summary.json").exists():
-        raise ValueError(f"{run_dir} already holds a finished manipulation run; choose another --out folder")
-    if not resume and (run_dir / "checkpoints").exists():
-        raise ValueError(f"{run_dir} holds an interrupted manipulation run: add --resume to continue it, or "
-                         "choose another --out folder")
+    start_point(run_dir, cfg, resume)  # refused before the model is loaded
     subspace = LanguageSubspace.load(cfg.subspace)
     loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
     fingerprint = model_fingerprint(loaded.path)

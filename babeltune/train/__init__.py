@@ -1,4 +1,4 @@
-"""Training: instruction tuning (`babeltune train`) and the loop other training recipes reuse.
+"""Training: instruction tuning (`babeltune train`) and `fit`, the routine every training recipe shares.
 
 Instruction tuning::
 
@@ -8,10 +8,10 @@ Instruction tuning::
 
 `train_sweep(config)` runs one model per value of `config.lr_sweep` (RUN/lr-1e-04/, ...).
 
-Reusing the loop with another loss (Lens manipulation training does)::
+Training another objective (Lens manipulation training does) goes through the same routine, `fit`::
 
-    from babeltune.train import (LossOutput, MicroBatch, StepPlan, build_optimizer, build_scheduler,
-                                 run_training, save_checkpoint, load_checkpoint, MetricsLogger)
+    from babeltune.train import (LossOutput, MicroBatch, OptimSettings, RunSettings, StepPlan, TrainingPlan,
+                                 fit, make_accelerator, run_status)
 
     class MyLoss(torch.nn.Module):          # forward returns a loss SUM over the batch's items
         def forward(self, **inputs): ...
@@ -23,10 +23,11 @@ Reusing the loop with another loss (Lens manipulation training does)::
     def plan(step: int) -> StepPlan:        # a pure function of the step: resumable, process-aware
         return StepPlan(step, epoch, [MicroBatch(inputs, n_items, n_tokens, n_padded)], global_items, ...)
 
-    model, optimizer = accelerator.prepare(MyLoss(...), build_optimizer(module, lr=..., ...))
-    run_training(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=build_scheduler(...),
-                 plan=plan, loss_fn=loss_fn, start_step=0, total_steps=25, logger=MetricsLogger(run_dir, ...),
-                 autocast_dtype=torch.bfloat16, save=lambda step: save_checkpoint(run_dir, step, ...))
+    status = run_status(run_dir)            # fresh / resumable / finished
+    checkpoint = status.resume_point(numbers)[0] if resume else None   # refused if the numbers differ
+    fitted = fit(MyLoss(...), TrainingPlan(plan, total_steps=25, loss_fn=loss_fn, autocast=torch.bfloat16),
+                 OptimSettings(lr=1e-5, weight_decay=0.1, betas=(0.9, 0.999), schedule="cosine", warmup_steps=2),
+                 RunSettings(run_dir, numbers, save_every=5), checkpoint, accelerator=make_accelerator())
 
 The loop divides each micro-batch's loss sum by the step's global item count (`StepPlan.global_items`),
 so gradient accumulation and data parallelism give the one-big-batch update; it clips, steps the
@@ -46,16 +47,23 @@ from babeltune.lazy import export_table, lazy_getattr
 
 _EXPORTS: dict[str, str] = export_table({
     "babeltune.train.batching": ("DataSchedule", "MicroBatch", "StepPlan", "StepPlanner", "collate", "pack_rows"),
-    "babeltune.train.checkpoint": ("CheckpointError", "find_checkpoint", "load_checkpoint", "save_checkpoint"),
+    "babeltune.train.checkpoint": ("load_checkpoint", "save_checkpoint"),
     "babeltune.train.config": ("LoraSettings", "TrainConfig"),
     "babeltune.train.data": ("DataReport", "TrainDataError", "TrainExample", "prepare_examples"),
+    "babeltune.train.routine": (
+        "Fitted", "OptimSettings", "RunSettings", "TrainingPlan", "fit", "make_accelerator", "resolve_precision",
+        "set_seed",
+    ),
     "babeltune.train.loop": (
         "LossOutput", "StepOutput", "StepRecord", "TrainingInterrupted", "build_optimizer", "build_scheduler",
-        "call_module_loss", "lr_factor", "run_training", "stop_signals", "train_step",
+        "call_module_loss", "lr_factor", "run_steps", "stop_signals", "train_step",
     ),
     "babeltune.train.losses": ("SupervisedLMLoss", "linear_cross_entropy", "reference_loss"),
     "babeltune.train.metrics": ("FlopsModel", "MetricsLogger", "measure_matmul_peak", "peak_memory_bytes", "read_log"),
-    "babeltune.train.recipe": ("TrainResult", "make_accelerator", "resolve_precision", "train", "train_sweep"),
+    "babeltune.train.recipe": ("TrainResult", "train", "train_sweep"),
+    "babeltune.train.runfolder": (
+        "CheckpointError", "RunStatus", "find_checkpoint", "numbers_fingerprint", "run_status",
+    ),
 })
 
 __getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -10,7 +10,8 @@ A checkpoint is a folder `RUN/checkpoints/step-NNNNNN/` with
 
 It is written under a temporary name and renamed into place, then `RUN/checkpoints/latest` is
 replaced atomically, so a kill at any moment leaves either the previous or the new checkpoint, never a
-half-written one.
+half-written one. Whether a run folder holds one, and which a resume continues from:
+`babeltune.train.runfolder`.
 """
 
 from __future__ import annotations
@@ -28,11 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-LATEST = "latest"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, incomplete or belongs to a different configuration."""
+from babeltune.train.runfolder import LATEST, CheckpointError, read_checkpoint_state
 
 
 @dataclass(frozen=True)
@@ -119,46 +116,6 @@ def _prune(folder: Path, keep: int) -> None:
     done = sorted(p for p in folder.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
     for old in done[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def find_checkpoint(path: Path) -> Path:
-    """The checkpoint folder to resume from: `path` itself, or the latest one of a run folder."""
-    if (path / "state.json").exists():
-        return path
-    latest = path / "checkpoints" / LATEST
-    if latest.exists():
-        found = path / "checkpoints" / latest.read_text(encoding="utf-8").strip()
-        if (found / "state.json").exists():
-            return found
-    raise CheckpointError(f"{path}: no checkpoint to resume from (expected {latest} or a step-* folder); "
-                          "run without --resume to start from scratch")
-
-
-def read_checkpoint_state(path: Path) -> dict[str, Any]:
-    file = path / "state.json"
-    try:
-        state = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{file}: not valid JSON ({exc}); the checkpoint is damaged: resume from an "
-                              "earlier step-* folder or start a new run") from exc
-    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
-        raise CheckpointError(f"{file}: field 'step': missing; not a babeltune checkpoint state")
-    return state
-
-
-def checkpoint_to_resume(run_dir: Path, fingerprint: str, numbers: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
-    """The latest checkpoint of `run_dir` and its state, refused unless it was written by a configuration
-    with the same `fingerprint`; `numbers` (the fields behind the fingerprint) name what differs."""
-    checkpoint = find_checkpoint(run_dir)
-    state = read_checkpoint_state(checkpoint)
-    if state.get("fingerprint") != fingerprint:
-        saved = state.get("extra", {}).get("config", {})
-        differ = sorted(k for k in set(saved) | set(numbers) if saved.get(k) != numbers.get(k))
-        raise CheckpointError(
-            f"{checkpoint} was written by a different configuration (differs in: {', '.join(differ) or 'unknown'}); "
-            "resume with the same config, or start a new run in another --out folder"
-        )
-    return checkpoint, state
 
 
 def _load_plain(file: Path, device: torch.device | str = "cpu") -> Any:

@@ -6,13 +6,12 @@ any field from the command line (`lora.r=8`, `lr_sweep=[1e-5,1e-4]`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from babeltune.config import to_dict
+from babeltune.train.runfolder import numbers_fingerprint
 
 Method = Literal["lora", "full"]
 Schedule = Literal["cosine", "linear", "constant"]
@@ -189,7 +188,7 @@ class TrainConfig:
 
     def numbers_fingerprint(self) -> str:
         """Hash of every field that changes the numbers of a run: a resume must match it."""
-        return hashlib.sha256(json.dumps(self.numbers_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        return numbers_fingerprint(self.numbers_dict())
 
     def numbers_dict(self) -> dict[str, Any]:
         return {k: v for k, v in to_dict(self).items() if k not in RESUME_FREE_FIELDS}

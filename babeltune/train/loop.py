@@ -2,7 +2,7 @@
 
 Read top to bottom: `build_optimizer` and `build_scheduler` make AdamW and the learning-rate schedule;
 `train_step` runs one optimizer step (micro-batches with gradient accumulation, bf16 autocast, loss
-normalised by the step's global item count, gradient clipping); `run_training` repeats it from a start
+normalised by the step's global item count, gradient clipping); `run_steps` repeats it from a start
 step, logs every step, writes checkpoints every N steps and on SIGINT/SIGTERM, and stops cleanly.
 
 A recipe supplies:
@@ -12,7 +12,8 @@ A recipe supplies:
 - `loss_fn(model, micro_batch) -> LossOutput`: the summed loss of a micro-batch (and optional summed
   extra metrics). It must call `model(...)` itself, not its submodules, so DDP/FSDP hooks run.
 
-The instruction-tuning recipe (`babeltune.train.recipe`) and Lens manipulation training both use it.
+Recipes reach it through `babeltune.train.routine.fit`, which also builds the optimizer, prepares
+`accelerate`, restores a checkpoint and keeps the log.
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ class LoopResult:
     records: list[StepRecord]
 
 
-def run_training(
+def run_steps(
     *, accelerator: Any, model: nn.Module, optimizer: Any, scheduler: Any, plan: Callable[[int], StepPlan],
     loss_fn: LossFn, start_step: int, total_steps: int, logger: MetricsLogger,
     max_grad_norm: float | None = 1.0, autocast_dtype: torch.dtype | None = None,
