@@ -12,19 +12,15 @@ from babeltune.cli import positive_int
 from babeltune.options import add_config_file_options, add_config_flags
 from babeltune.outputs import check_output
 
-_TRAIN_FLAGS = {"model": "model", "subspace": "subspace", "data": "data", "languages": "languages",
-                "top_layers": "top_layers", "lr": "optim.lr", "max_steps": "max_steps", "seed": "seed",
-                "device": "device", "dtype": "dtype"}
-# lens train keeps hand-written flags while LensTrainConfig lives in lens/manipulate.py, which imports torch:
-# generating them would load torch for `--help`.
-
+_TRAIN_KEYS = ("model", "subspace", "data", "languages", "top_layers", "optim.lr", "max_steps", "seed", "device",
+               "dtype")
 _PROBE_KEYS = ("model", "data", "text", "parallel_text", "languages", "central", "per_language", "min_per_language",
                "holdout", "rank", "pool", "max_prompt_tokens", "template", "batch_size", "seed", "device", "dtype")
 _REPEATABLE = {"action": "append", "metavar": "SOURCE"}
 
 
 def register(sub: Any) -> None:
-    from babeltune.lens.config import STEER_FLAGS, MCEvalConfig, ProbeConfig, SteerRunConfig
+    from babeltune.lens.config import STEER_FLAGS, LensTrainConfig, MCEvalConfig, ProbeConfig, SteerRunConfig
 
     parser = sub.add_parser("lens", help="language subspaces: probe, manipulation training, steering (study C)")
     lens_sub = parser.add_subparsers(dest="lens_command", metavar="SUBCOMMAND", required=True)
@@ -41,23 +37,12 @@ def register(sub: Any) -> None:
     probe.set_defaults(func=cmd_probe, config_flags=flags)
 
     train = lens_sub.add_parser("train", help="manipulation training of the top layers (study C's three losses)")
-    train.add_argument("--config", help="YAML file of LensTrainConfig fields")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="set any LensTrainConfig field, value read as YAML, e.g. top_layers=4 (repeatable)")
-    train.add_argument("--model", help="model alias, folder or hub id (default gemma-3-270m)")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--device")
-    train.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
-    train.add_argument("--subspace", help="folder written by `babeltune lens probe`")
-    train.add_argument("--data", help="parallel prompts (pids shared across languages), e.g. bundled:train")
-    train.add_argument("--languages", help="central language first or not; default: the subspace's languages")
-    train.add_argument("--top-layers", type=int, help="number of top layers trained (default 2)")
-    train.add_argument("--lr", type=float, help="learning rate (default 1e-5)")
-    train.add_argument("--max-steps", type=int, help="optimizer steps (default: one epoch)")
+    add_config_file_options(train, LensTrainConfig, "top_layers=4")
+    flags = add_config_flags(train, LensTrainConfig, _TRAIN_KEYS)
     train.add_argument("--out", required=True, help="run folder (final/, log.jsonl, checkpoints/, run.json)")
     train.add_argument("--resume", action="store_true",
                        help="continue an interrupted run in --out from its latest checkpoint (same options)")
-    train.set_defaults(func=cmd_train, config_flags=_TRAIN_FLAGS)
+    train.set_defaults(func=cmd_train, config_flags=flags)
 
     steer = lens_sub.add_parser("steer", help="generate with and without steering, side by side")
     add_config_file_options(steer, SteerRunConfig, "steer.layers=[-1,-2]")

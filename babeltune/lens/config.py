@@ -124,6 +124,7 @@ class LensTrainConfig:
     subspace: str = ""
     """Folder written by `babeltune lens probe` on this model."""
     model: str = "gemma-3-270m"
+    """Model alias, local folder or hub id (the model the subspace was probed on)."""
     data: str = "bundled:train"
     """Parallel prompts (records sharing a pid across languages); responses are ignored."""
     languages: list[str] = field(default_factory=list)
@@ -159,9 +160,10 @@ class LensTrainConfig:
     """Autocast of the training forward passes (auto: bf16 where the device supports it)."""
     seed: int = 0
     """Seeds the data order and the random generators."""
-    dtype: str = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """dtype the model is loaded in."""
     device: str = "cpu"
+    """Device the model trains on (cpu, cuda, ...)."""
     allow_other_model: bool = False
     """Train with a subspace probed on other weights of the same shape."""
     save_model: bool = True
