@@ -21,6 +21,7 @@ STAGE_CLIS: tuple[str, ...] = (
     "babeltune.generate.cli",
     "babeltune.evaluate.cli",
     "babeltune.lens.cli",
+    "babeltune.judge.cli",
     "babeltune.experiments.cli",
     "babeltune.report.cli",
     "babeltune.demo",
@@ -31,16 +32,21 @@ class CLIError(Exception):
     """A user error: printed as one line, exit status 2, no traceback."""
 
 
-def command_config(cls: Any, args: argparse.Namespace, flags: dict[str, str],
-                   values: dict[str, Any] | None = None) -> Any:
+def command_config(cls: Any, args: argparse.Namespace, flags: dict[str, str] | None = None,
+                   values: dict[str, Any] | None = None, overrides: list[Any] | None = None,
+                   path: str | None = None) -> Any:
     """A command's typed config: its YAML file (`args.config`), then `--set key=value` overrides
-    (`args.set`), then `values`, then the command's own flags (`flags`: argparse attribute -> config key;
-    flag values are taken as typed, not re-parsed)."""
+    (`args.set`, then `overrides`), then `values`, then the command's own flags (`flags`, by default
+    `args.config_flags` as `babeltune.options.add_config_flags` returned them: argparse attribute ->
+    config key; flag values are taken as typed, not re-parsed). `path` replaces `args.config`."""
     from babeltune.config import load_config
 
+    if flags is None:
+        flags = getattr(args, "config_flags", {})
     typed = {key: getattr(args, attr) for attr, key in flags.items() if getattr(args, attr, None) is not None}
     labels = {key: "--" + attr.replace("_", "-") for attr, key in flags.items()}
-    return load_config(cls, args.config, args.set, {**(values or {}), **typed}, labels)
+    return load_config(cls, path or getattr(args, "config", None), [*getattr(args, "set", []), *(overrides or [])],
+                       {**(values or {}), **typed}, labels)
 
 
 def positive_int(text: str) -> int:

@@ -14,6 +14,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
@@ -26,18 +27,19 @@ class ConfigError(ValueError):
     """A configuration value or key that does not fit its schema."""
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split 'train.lr=1e-4' into (['train', 'lr'], 1e-4); the value is read as YAML."""
+def parse_override(text: str, label: str = "--set") -> tuple[list[str], Any]:
+    """Split 'train.lr=1e-4' into (['train', 'lr'], 1e-4); the value is read as YAML. `label` names
+    how the user gave it in errors (`--set 'lr=abc'`)."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. train.lr=1e-4)")
+        raise ConfigError(f"{label} {text!r} is not of the form key=value (e.g. train.lr=1e-4)")
     key, raw = text.split("=", 1)
     path = [part for part in key.strip().split(".") if part]
     if not path:
-        raise ConfigError(f"override {text!r} has an empty key")
+        raise ConfigError(f"{label} {text!r} has an empty key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from exc
+        raise ConfigError(f"{label} {text!r}: value is not valid YAML: {exc}") from exc
     if isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool)):
         return path, value
     # YAML reads 1e-4 as a string (it wants 1.0e-4); accept plain numbers as numbers.
@@ -49,12 +51,22 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return path, value
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+Override = str | tuple[str, str]
+"""A `key.sub=value` text (given with `--set`), or (label, text) for one given otherwise, e.g.
+("override", "lr=1e-4") for `babeltune train`'s positional KEY=VALUE."""
+
+
+def _labelled(override: Override) -> tuple[str, str]:
+    return ("--set", override) if isinstance(override, str) else override
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[Override]) -> dict[str, Any]:
     """Return a copy of `data` with every `key.sub=value` override applied."""
     result: dict[str, Any] = _deep_copy(data)
-    for text in overrides:
-        path, value = parse_override(text)
-        _set_key(result, path, value, f"override {text!r}")
+    for override in overrides:
+        label, text = _labelled(override)
+        path, value = parse_override(text, label)
+        _set_key(result, path, value, f"{label} {text!r}")
     return result
 
 
@@ -91,20 +103,21 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[Override] | None = None,
                 values: dict[str, Any] | None = None, labels: dict[str, str] | None = None) -> T:
     """Build `cls` from a YAML file (optional), then `key=value` overrides (text, read as YAML), then
     `values` ({"key.sub": value}, already typed: a command's own flags), each layer winning over the last.
 
     An error names where the offending value came from: the YAML file, the override's text
-    (`override 'lr=abc'`) or the flag (`labels`: key -> how the user wrote it, e.g. `--temperature`)."""
+    (`--set 'lr=abc'`) or the flag (`labels`: key -> how the user wrote it, e.g. `--temperature`)."""
     where = str(path) if path else "command line"
     data = read_yaml(path) if path is not None else {}
     origins: dict[str, str] = {}
-    for text in overrides or []:
-        key_path, value = parse_override(text)
-        _set_key(data, key_path, value, f"override {text!r}")
-        origins[".".join(key_path)] = f"override {text!r}"
+    for override in overrides or []:
+        label, text = _labelled(override)
+        key_path, value = parse_override(text, label)
+        _set_key(data, key_path, value, f"{label} {text!r}")
+        origins[".".join(key_path)] = f"{label} {text!r}"
     for key, value in (values or {}).items():
         label = (labels or {}).get(key, f"option {key!r}")
         _set_key(data, key.split("."), value, label)
@@ -173,11 +186,11 @@ def _convert(value: Any, hint: Any, where: str, key: str, origins: dict[str, str
             raise ConfigError(f"{where}: {key} must be one of {list(args)}, got {value!r}")
         return value
     if origin in (list, tuple):
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+        item_type = args[0] if args else Any
+        if isinstance(value, str):  # comma-separated, from a flag: numbers as numbers
+            value = [_scalar(v.strip(), item_type) for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: {key} must be a list, got {value!r}")
-        item_type = args[0] if args else Any
         items = [_convert(v, item_type, where, f"{key}[{i}]", origins) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
@@ -217,6 +230,16 @@ def _convert(value: Any, hint: Any, where: str, key: str, origins: dict[str, str
             return Path(value)
         raise ConfigError(f"{where}: {key} must be a path, got {value!r}")
     return value
+
+
+def _scalar(text: str, hint: Any) -> Any:
+    """An item of a comma-separated list as its type wants it: '-1' is the number -1 for a list[int]."""
+    if hint in (int, float):
+        try:
+            return int(text) if hint is int else float(text)
+        except ValueError:
+            return text
+    return text
 
 
 def _as_float(value: Any) -> float | None:

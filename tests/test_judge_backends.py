@@ -78,7 +78,7 @@ def test_judge_commands_run_on_vllm(fake_vllm: type[FakeVLLMBackend], tmp_path: 
     a = generation_file(tmp_path / "a.jsonl", {"es": "Guárdalo en una bolsa.", "it": "Conservalo."})
     b = generation_file(tmp_path / "b.jsonl", {"es": "No sé.", "it": "Boh."})
     args = parse(["judge", "sxs", "--candidate", str(a), "--baseline", str(b), "--judge", "llm", "--backend", "vllm",
-                  "--local-model", "judge-model", "--vllm", "dtype=bfloat16", "--vllm", "tensor_parallel_size=2",
+                  "--local-model", "judge-model", "--set", "vllm.dtype=bfloat16", "--vllm", "tensor_parallel_size=2",
                   "--out", str(tmp_path / "sxs")])
     assert args.func(args) == 0
     assert fake_vllm.built == [("judge-model", VLLMConfig(dtype="bfloat16", tensor_parallel_size=2))]
@@ -96,7 +96,7 @@ def test_judge_commands_run_on_vllm(fake_vllm: type[FakeVLLMBackend], tmp_path: 
     assert rubric["all"]["criteria"]["fluency"]["value"] == 3.0 and rubric["all"]["invalid"] == 0
     args = parse(["judge", "rubric", "--generations", str(a), "--backend", "vllm", "--local-model", "m",
                   "--vllm", "dtyp=bfloat16", "--out", str(tmp_path / "r2")])
-    with pytest.raises(ValueError, match="dtyp"):
+    with pytest.raises(ValueError, match=r"--vllm 'vllm\.dtyp=bfloat16': unknown key"):
         args.func(args)
 
 

@@ -68,7 +68,6 @@ def test_vllm_flags_set_the_vllm_config() -> None:
     import argparse
 
     from babeltune.cli import build_parser, command_config
-    from babeltune.generate.cli import _GENERATE_FLAGS
     from babeltune.generate.config import GenerateConfig
 
     args = build_parser().parse_args([
@@ -77,7 +76,7 @@ def test_vllm_flags_set_the_vllm_config() -> None:
         "--vllm-max-model-len", "2048", "--vllm-max-lora-rank", "16", "--vllm-max-loras", "2",
         "--vllm-max-num-seqs", "8", "--vllm-enforce-eager", "--vllm-seed", "5", "--vllm-template", "gemma"])
     assert isinstance(args, argparse.Namespace)
-    cfg = command_config(GenerateConfig, args, _GENERATE_FLAGS)
+    cfg = command_config(GenerateConfig, args)  # the flag map the parser carries
     assert cfg.backend == "vllm"
     assert cfg.vllm == VLLMConfig(dtype="bfloat16", tensor_parallel_size=2, data_parallel_size=3,
                                   gpu_memory_utilization=0.2, max_model_len=2048, max_lora_rank=16, max_loras=2,

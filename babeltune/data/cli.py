@@ -9,27 +9,22 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
+    from babeltune.data.mixtures import MixtureSpec  # imported with the data package anyway
+    from babeltune.options import add_config_flags
+
     parser = sub.add_parser("data", help="build study A mixtures, validate and summarise data sources")
     data_sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
 
     build = data_sub.add_parser("build", help="build a language mixture (study A) from a parallel source")
     build.add_argument("--source", required=True, help="bundled:train, a .jsonl file/folder, hf:NAME_OR_PATH, or a "
                        "parallel source (parts.yaml, hf:NAME --hf-config ar,zh,...)")
-    build.add_argument("--recipe", required=True, choices=["monolingual", "pinch", "uniform", "languages"])
-    build.add_argument("--languages", default="", help="comma-separated language pool, e.g. en,es,fi "
-                       "(default: every language of the source)")
-    build.add_argument("--budget", type=int, required=True, help="exact number of examples in the mixture")
-    build.add_argument("--lang", help="monolingual: the language; pinch: the base language (default en)")
-    pinch = build.add_mutually_exclusive_group()
-    pinch.add_argument("--pinch-count", type=int, help="pinch: multilingual examples over the other languages "
-                       "(default 40)")
-    pinch.add_argument("--pinch-percent", type=float, help="pinch: P%% of the budget over all languages")
-    build.add_argument("--seed", type=int, default=0)
-    build.add_argument("--eval-languages", default=None, help="languages evaluated later: the summary lists "
-                       "which of them are unseen in tuning")
+    flags = add_config_flags(build, MixtureSpec, ("recipe", "languages", "budget", "lang"),
+                             extra={"recipe": {"required": True}, "budget": {"required": True}})
+    flags |= add_config_flags(build.add_mutually_exclusive_group(), MixtureSpec, ("pinch_count", "pinch_percent"))
+    flags |= add_config_flags(build, MixtureSpec, ("seed", "eval_languages"))
     build.add_argument("--out", required=True, help="output FILE.jsonl (FILE.summary.json is written beside)")
     _add_read_options(build)
-    build.set_defaults(func=cmd_build)
+    build.set_defaults(func=cmd_build, config_flags=flags)
 
     validate = data_sub.add_parser("validate", help="check every record of a source; report rejects per reason")
     validate.add_argument("source")
@@ -67,17 +62,13 @@ def _load(args: argparse.Namespace, source: str) -> Any:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from babeltune.cli import command_config
     from babeltune.data.mixtures import MixtureSpec, build_mixture
     from babeltune.data.records import write_jsonl
-    from babeltune.languages import parse_language_list
     from babeltune.outputs import check_output
 
     out = check_output(args.out, "file")
-    spec = MixtureSpec(
-        recipe=args.recipe, budget=args.budget, languages=parse_language_list(args.languages),
-        lang=args.lang, pinch_count=args.pinch_count, pinch_percent=args.pinch_percent, seed=args.seed,
-        eval_languages=parse_language_list(args.eval_languages) if args.eval_languages else None,
-    )
+    spec = command_config(MixtureSpec, args)
     loaded = _load(args, args.source)
     mixture = build_mixture(loaded.records, spec, source_name=args.source)
     write_jsonl(mixture.records, out)
@@ -130,48 +121,24 @@ def _completeness_line(records: list[Any], languages: str | None) -> str:
     return f"prompts complete in all {len(wanted)} languages ({', '.join(wanted)}): {complete} of {total}"
 
 
-# flag -> TranslateConfig key; every field is also settable as --set key=value or in the --config YAML.
-_TRANSLATE_FLAGS: dict[str, str] = {
-    "source": "source", "out": "out", "languages": "languages", "source_lang": "source_lang", "backend": "backend",
-    "model": "model", "endpoint": "endpoint.url", "endpoint_model": "endpoint.model",
-    "api_key_env": "endpoint.api_key_env", "concurrency": "endpoint.concurrency", "timeout": "endpoint.timeout",
-    "max_retries": "endpoint.max_retries", "max_new_tokens": "decoding.max_new_tokens", "retries": "retries",
-    "limit": "limit", "overwrite": "overwrite",
-}
-
-
+_TRANSLATE_KEYS = ("source", "out", "languages", "source_lang", "backend", "model")
 def _register_translate(data_sub: Any) -> None:
     from babeltune.cli import positive_int
+    from babeltune.data.translate import TranslateConfig
+    from babeltune.generate.config import ENDPOINT_FLAGS
+    from babeltune.options import add_config_file_options, add_config_flags
 
     tr = data_sub.add_parser(
         "translate", help="translate a source into target languages (gated) into a parallel set",
         description="Translate every turn of every record into each target language through a generation backend; "
         "gate each translation (language, length, markers, empty); write the prompts complete in every language. "
         "Rerunning resumes (OUT.translations.jsonl is the cache).")
-    tr.add_argument("--config", help="YAML file of TranslateConfig fields")
-    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override any config field, e.g. gates.max_ratio=2.5 (repeatable)")
-    tr.add_argument("--source", help="records to translate: a .jsonl file/folder (babeltune, Alpaca or chat rows), "
-                    "hf:NAME_OR_PATH, bundled:...")
-    tr.add_argument("--out", help="the parallel set FILE.jsonl (FILE.translations.jsonl, FILE.summary.json, "
-                    "FILE.rejects.jsonl beside it)")
-    tr.add_argument("--languages", help="target languages, comma-separated, e.g. ar,zh,cs,et,fi,he,hi,it,ru,es,sw")
-    tr.add_argument("--source-lang", help="language of source rows without a 'lang' column; in a source of several "
-                    "languages, the language whose records are translated")
-    tr.add_argument("--backend", choices=["local", "vllm", "endpoint"],
-                    help="default endpoint; local / vllm load --model in this process")
-    tr.add_argument("--model", help="local / vllm backend: the translating model")
-    tr.add_argument("--endpoint", help="base URL up to /v1 of an OpenAI-compatible server")
-    tr.add_argument("--endpoint-model", help="model name to request (default: the first the endpoint lists)")
-    tr.add_argument("--api-key-env", help="environment variable holding the API key")
-    tr.add_argument("--concurrency", type=int, help="requests in flight at once")
-    tr.add_argument("--timeout", type=float, help="seconds per request attempt")
-    tr.add_argument("--max-retries", type=int, help="endpoint retries per request (429, 5xx, broken replies)")
-    tr.add_argument("--max-new-tokens", type=int, help="longest translation of one turn, in tokens (default 1024)")
-    tr.add_argument("--retries", type=int, help="times a rejected translation is asked again (default 1)")
-    tr.add_argument("--limit", type=positive_int, help="translate only the first N source records")
-    tr.add_argument("--overwrite", action="store_true", default=None, help="start the cache afresh")
-    tr.set_defaults(func=cmd_translate)
+    add_config_file_options(tr, TranslateConfig, "gates.max_ratio=2.5")
+    flags = add_config_flags(tr, TranslateConfig, _TRANSLATE_KEYS)
+    flags |= add_config_flags(tr, TranslateConfig, ENDPOINT_FLAGS, names=ENDPOINT_FLAGS)
+    flags |= add_config_flags(tr, TranslateConfig, ("decoding.max_new_tokens", "retries", "limit", "overwrite"),
+                              extra={"limit": {"type": positive_int}})
+    tr.set_defaults(func=cmd_translate, config_flags=flags)
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
@@ -182,7 +149,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from babeltune.outputs import check_output
 
     try:
-        cfg = command_config(TranslateConfig, args, _TRANSLATE_FLAGS)
+        cfg = command_config(TranslateConfig, args)
     except ConfigError as exc:
         raise ValueError(str(exc)) from exc
     check_output(cfg.out, "file")

@@ -46,10 +46,12 @@ class MixtureError(ValueError):
 
 @dataclass
 class MixtureSpec:
-    """What mixture to build. Mirrors the flags of `babeltune data build`."""
+    """What mixture to build: the flags of `babeltune data build` are generated from these fields."""
 
     recipe: Recipe
-    """monolingual | pinch | uniform | languages (see the module docstring)."""
+    """monolingual: all in one language; pinch: a pinch of examples in the other languages, the rest in
+    the base language; uniform: even over the languages; languages: even over an ordered list of
+    tuning languages (the module docstring has the details)."""
     budget: int
     """Exact number of records in the mixture (= number of distinct prompts)."""
     languages: list[str] = field(default_factory=list)

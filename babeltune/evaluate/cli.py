@@ -7,6 +7,9 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
+    from babeltune.evaluate.runner import EvalConfig  # the package is imported with this module anyway
+    from babeltune.options import add_config_file_options, add_config_flags
+
     parser = sub.add_parser("eval", help="score generations: language fidelity, modifier checks, lengths",
                             description="Score a generation file (from `babeltune generate`) per language and "
                                         "overall: language fidelity, language confusion (LPR/WPR/LCPR), modifier "
@@ -14,23 +17,16 @@ def register(sub: Any) -> None:
                                         "means).")
     parser.add_argument("--generations", required=True, help="FILE.jsonl written by `babeltune generate`")
     parser.add_argument("--out", required=True, help="output folder (metrics.csv/json, responses.jsonl, run.json)")
-    parser.add_argument("--config", help="YAML file of EvalConfig fields")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field, e.g. langid.min_response=20 (repeatable)")
-    parser.add_argument("--identifier", help="language identifier: py3langid (default) or fasttext (lid.176, the "
-                                             "Language Confusion Benchmark's)")
-    parser.add_argument("--compare-identifier", help="a second identifier to report agreement with (e.g. fasttext)")
-    parser.add_argument("--bootstrap", type=int, help="bootstrap resamples per interval (default 1000)")
-    parser.add_argument("--seed", type=int, help="bootstrap seed (default 0)")
-    parser.set_defaults(func=cmd_eval)
+    add_config_file_options(parser, EvalConfig, "langid.min_response=20")
+    flags = add_config_flags(parser, EvalConfig, ("identifier", "compare_identifier", "bootstrap", "seed"))
+    parser.set_defaults(func=cmd_eval, config_flags=flags)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from babeltune.cli import command_config
     from babeltune.evaluate.runner import EvalConfig, evaluate
 
-    cfg = command_config(EvalConfig, args, {"identifier": "identifier", "compare_identifier": "compare_identifier",
-                                                  "bootstrap": "bootstrap", "seed": "seed"})
+    cfg = command_config(EvalConfig, args)
     from babeltune.outputs import check_output
 
     check_output(args.out, "folder")

@@ -9,12 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from babeltune.interrupts import TrainingInterrupted
+
 
 def register(sub: Any) -> None:
-    """`babeltune run`, and `babeltune judge` (the judges' own commands, offered next to the runner)."""
-    from babeltune.judge import cli as judge_cli
+    """`babeltune run`."""
+    from babeltune.experiments.claims import ClaimSettings
+    from babeltune.options import add_config_flags
 
-    judge_cli.register(sub)
     parser = sub.add_parser(
         "run", help="run an experiment grid: mixtures, tuning, generation, evaluation, judging, report",
         description="Expand EXPERIMENT.yaml into conditions and run mixture -> train -> generate -> evaluate -> "
@@ -24,7 +26,8 @@ def register(sub: Any) -> None:
     parser.add_argument("experiment", metavar="EXPERIMENT", help="an experiment YAML file, or a shipped one's name")
     parser.add_argument("--out", default=None, help="run directory (default runs/NAME)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set budget=80 --set judge.kind=none (repeatable)")
+                        help="set any ExperimentConfig key, value read as YAML, e.g. --set budget=80 "
+                        "--set judge.kind=none (repeatable)")
     parser.add_argument("--no-report", action="store_true", help="do not write report.html")
     parser.add_argument("--list", action="store_true", help="only list the expanded conditions and exit")
     parser.add_argument("--worker", action="store_true",
@@ -32,12 +35,10 @@ def register(sub: Any) -> None:
                              "GPU, several machines on a shared file system): claim the next unclaimed condition, "
                              "run it, go on until none is left, then judge what is complete; afterwards a plain "
                              "`babeltune run` writes results and report")
-    parser.add_argument("--heartbeat", type=float, default=30.0, metavar="SECONDS",
-                        help="--worker: seconds between two heartbeats of a held claim (default 30)")
-    parser.add_argument("--stale-after", type=float, default=600.0, metavar="SECONDS",
-                        help="a claim without a heartbeat for this long is a dead worker's: another worker takes "
-                             "its condition over, resuming from its caches (default 600)")
-    parser.set_defaults(func=cmd_run)
+    worker = parser.add_argument_group("--worker claims")
+    flags = add_config_flags(worker, ClaimSettings, ("heartbeat", "stale_after"),
+                             extra={"heartbeat": {"metavar": "SECONDS"}, "stale_after": {"metavar": "SECONDS"}})
+    parser.set_defaults(func=cmd_run, config_flags=flags)
 
 
 def experiments_dir() -> Path:
@@ -68,11 +69,8 @@ def resumable(command: str) -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         raise SystemExit(f"\ninterrupted; finished stages are kept: run `{command}` again to resume") from None
-    except Exception as exc:
-        if type(exc).__name__ != "TrainingInterrupted":
-            raise
-        step = getattr(exc, "step", "?")
-        raise SystemExit(f"\ninterrupted; training saved a checkpoint after step {step} and finished stages are "
+    except TrainingInterrupted as exc:
+        raise SystemExit(f"\ninterrupted; training saved a checkpoint after step {exc.step} and finished stages are "
                          f"kept: run `{command}` again to resume") from None
 
 
@@ -85,13 +83,14 @@ def quiet_hub_progress() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     quiet_hub_progress()
+    from babeltune.cli import command_config
     from babeltune.experiments.claims import ClaimSettings
     from babeltune.experiments.config import expand_conditions, load_experiment
     from babeltune.experiments.progress import format_duration
     from babeltune.experiments.runner import run_experiment
 
     config = load_experiment(resolve_experiment(args.experiment), args.overrides)
-    claims = ClaimSettings(heartbeat=args.heartbeat, stale_after=args.stale_after)
+    claims = command_config(ClaimSettings, args)
     conditions = expand_conditions(config)
     if args.list:
         for cond in conditions:

@@ -10,111 +10,46 @@ from typing import Any
 
 from babeltune.cli import positive_int
 
-# flag -> config key; every flag is also settable as --set key=value or in the --config YAML.
-_GENERATE_FLAGS: dict[str, str] = {
-    "model": "model", "data": "data", "out": "out", "backend": "backend",
-    "max_new_tokens": "decoding.max_new_tokens", "temperature": "decoding.temperature", "top_p": "decoding.top_p",
-    "top_k": "decoding.top_k", "repetition_penalty": "decoding.repetition_penalty", "seed": "decoding.seed",
-    "dtype": "local.dtype", "device": "local.device", "template": "local.template", "batch_size": "local.batch_size",
-    "bf16_head": "local.bf16_head",
-    "vllm_dtype": "vllm.dtype", "vllm_tensor_parallel_size": "vllm.tensor_parallel_size",
-    "vllm_data_parallel_size": "vllm.data_parallel_size", "vllm_gpu_memory_utilization": "vllm.gpu_memory_utilization",
-    "vllm_max_model_len": "vllm.max_model_len", "vllm_max_lora_rank": "vllm.max_lora_rank",
-    "vllm_max_loras": "vllm.max_loras", "vllm_enforce_eager": "vllm.enforce_eager", "vllm_seed": "vllm.seed",
-    "vllm_max_num_seqs": "vllm.max_num_seqs", "vllm_template": "vllm.template",
-    "endpoint": "endpoint.url", "endpoint_model": "endpoint.model", "api_key_env": "endpoint.api_key_env",
-    "concurrency": "endpoint.concurrency", "timeout": "endpoint.timeout", "max_retries": "endpoint.max_retries",
-    "languages": "languages", "per_language": "per_language", "source_lang": "source_lang",
-    "overwrite": "overwrite",
-}
-_SERVE_FLAGS: dict[str, str] = {
-    "model": "model", "host": "host", "port": "port", "served_name": "served_name", "api_key_env": "api_key_env",
-    "dtype": "local.dtype", "device": "local.device", "template": "local.template", "batch_size": "local.batch_size",
-    "bf16_head": "local.bf16_head", "default_max_tokens": "default_max_tokens", "read_timeout": "read_timeout",
-    "enable_lora": "enable_lora",
-}
+_GENERATE_KEYS = ("model", "data", "out", "backend")
+_DECODING_KEYS = ("decoding.max_new_tokens", "decoding.temperature", "decoding.top_p", "decoding.top_k",
+                  "decoding.repetition_penalty", "decoding.seed")
+_LOCAL_KEYS = ("local.dtype", "local.device", "local.template", "local.batch_size", "local.bf16_head")
+_VLLM_FLAGS = {f"vllm.{name}": f"vllm_{name}" for name in (
+    "dtype", "tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len", "max_lora_rank",
+    "max_loras", "max_num_seqs", "enforce_eager", "seed", "template")}
+_SERVE_KEYS = ("model", "host", "port", "served_name", "api_key_env", *_LOCAL_KEYS, "default_max_tokens",
+               "read_timeout", "enable_lora")
 
 
 def register(sub: Any) -> None:
-    gen = sub.add_parser("generate", help="generate responses (local model or OpenAI-compatible endpoint)",
-                         description="Generate one response per prompt into a JSONL file; rerunning resumes.")
-    gen.add_argument("--config", help="YAML file of GenerateConfig fields")
-    gen.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override any config field, e.g. decoding.top_p=0.9 (repeatable)")
-    gen.add_argument("--model", help="local model: default alias, folder, PEFT adapter folder or hub id")
-    gen.add_argument("--data", help="bundled:eval|modifiers, a .jsonl file/folder, or hf:NAME (default bundled:eval)")
-    gen.add_argument("--out", help="output FILE.jsonl (resumed if it exists)")
-    gen.add_argument("--backend", choices=["local", "vllm", "endpoint"],
-                     help="default local; --endpoint implies endpoint; vllm: an in-process vLLM engine")
-    dec = gen.add_argument_group("decoding (defaults: study B's greedy, repetition penalty 1.2, 512 tokens)")
-    dec.add_argument("--max-new-tokens", type=int)
-    dec.add_argument("--temperature", type=float, help="0 = greedy")
-    dec.add_argument("--top-p", type=float)
-    dec.add_argument("--top-k", type=int)
-    dec.add_argument("--repetition-penalty", type=float)
-    dec.add_argument("--seed", type=int)
-    loc = gen.add_argument_group("local backend")
-    loc.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
-    loc.add_argument("--device")
-    loc.add_argument("--template", choices=["auto", "gemma", "tokenizer"])
-    loc.add_argument("--batch-size", type=int)
-    loc.add_argument("--bf16-head", choices=["auto", "on", "off"],
-                     help="greedy float32: bfloat16 LM head with exact float32 rescoring (same tokens, faster)")
-    vl = gen.add_argument_group("vllm backend (--backend vllm; needs vLLM installed: README 'Development')")
-    vl.add_argument("--vllm-dtype", choices=["float32", "bfloat16", "float16", "auto"],
-                    help="engine precision (default float32: the local backend's greedy tokens)")
-    vl.add_argument("--vllm-tensor-parallel-size", type=int, help="GPUs one engine shards the model over")
-    vl.add_argument("--vllm-data-parallel-size", type=int, help="engine replicas (as vLLM supports them)")
-    vl.add_argument("--vllm-gpu-memory-utilization", type=float,
-                    help="share of GPU memory (CPU backend: of RAM) the engine reserves (default 0.9)")
-    vl.add_argument("--vllm-max-model-len", type=int, help="longest prompt + response in tokens")
-    vl.add_argument("--vllm-max-lora-rank", type=int)
-    vl.add_argument("--vllm-max-loras", type=int, help="adapters resident in one batch")
-    vl.add_argument("--vllm-max-num-seqs", type=int, help="most sequences decoded at once")
-    vl.add_argument("--vllm-enforce-eager", action="store_true", default=None, help="no CUDA graphs")
-    vl.add_argument("--vllm-seed", type=int, help="engine seed")
-    vl.add_argument("--vllm-template", choices=["auto", "gemma", "tokenizer"])
-    ep = gen.add_argument_group("endpoint backend")
-    ep.add_argument("--endpoint", help="base URL up to /v1, e.g. http://127.0.0.1:8000/v1")
-    ep.add_argument("--endpoint-model", help="model name to request (default: the first the endpoint lists)")
-    ep.add_argument("--api-key-env", help="environment variable holding the API key (default OPENAI_API_KEY)")
-    ep.add_argument("--concurrency", type=int)
-    ep.add_argument("--timeout", type=float, help="seconds per request attempt")
-    ep.add_argument("--max-retries", type=int)
-    sel = gen.add_argument_group("prompt selection")
-    sel.add_argument("--languages", help="comma-separated language codes (default: all)")
-    sel.add_argument("--per-language", type=positive_int, help="at most N prompts per language (default: all)")
-    sel.add_argument("--source-lang", help="language of rows without a 'lang' column")
-    gen.add_argument("--overwrite", action="store_true", default=None, help="start afresh instead of resuming")
-    from babeltune.lens.cli import add_steer_options  # light: argparse only
+    from babeltune.generate.config import ENDPOINT_FLAGS, GenerateConfig, ServeConfig
+    from babeltune.lens.config import STEER_FLAGS
+    from babeltune.options import add_config_file_options, add_config_flags
 
-    add_steer_options(gen, required=False)
-    gen.set_defaults(func=cmd_generate)
+    gen = sub.add_parser("generate", help="generate responses (local model, in-process vLLM or OpenAI-compatible "
+                         "endpoint)", description="Generate one response per prompt into a JSONL file; rerunning "
+                         "resumes. --endpoint URL implies --backend endpoint.")
+    add_config_file_options(gen, GenerateConfig, "decoding.top_p=0.9")
+    flags = add_config_flags(gen, GenerateConfig, _GENERATE_KEYS)
+    groups: list[tuple[str, Any, dict[str, str] | None, dict[str, Any] | None]] = [
+        ("decoding (defaults: study B's greedy, repetition penalty 1.2, 512 tokens)", _DECODING_KEYS, None, None),
+        ("local backend", _LOCAL_KEYS, None, None),
+        ("vllm backend (--backend vllm; needs vLLM installed: README 'Development')", _VLLM_FLAGS, _VLLM_FLAGS, None),
+        ("endpoint backend", ENDPOINT_FLAGS, ENDPOINT_FLAGS, None),
+        ("prompt selection", ("languages", "per_language", "source_lang", "overwrite"), None,
+         {"per_language": {"type": positive_int}}),
+        ("steering (babeltune lens; local backend)", STEER_FLAGS, STEER_FLAGS,
+         {"steer.subspace": {"metavar": "SUBSPACE"}}),
+    ]
+    for title, keys, names, extra in groups:
+        flags |= add_config_flags(gen.add_argument_group(title), GenerateConfig, keys, names=names, extra=extra)
+    gen.set_defaults(func=cmd_generate, config_flags=flags)
 
     srv = sub.add_parser("serve", help="serve a local model over an OpenAI-compatible HTTP API",
                          description="OpenAI-compatible /v1/chat/completions and /v1/models over a local model; "
                          "with --enable-lora also vLLM's /v1/load_lora_adapter and /v1/unload_lora_adapter.")
-    srv.add_argument("--config", help="YAML file of ServeConfig fields")
-    srv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    srv.add_argument("--model")
-    srv.add_argument("--host", help="interface to bind (default 127.0.0.1)")
-    srv.add_argument("--port", type=int, help="default 8000; 0 picks a free port")
-    srv.add_argument("--served-name", help="model id clients use (default: the --model string)")
-    srv.add_argument("--api-key-env", help="environment variable holding the bearer token clients must send")
-    srv.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
-    srv.add_argument("--device")
-    srv.add_argument("--template", choices=["auto", "gemma", "tokenizer"])
-    srv.add_argument("--batch-size", type=int, help="most requests answered together")
-    srv.add_argument("--bf16-head", choices=["auto", "on", "off"])
-    srv.add_argument("--default-max-tokens", type=int)
-    srv.add_argument("--read-timeout", type=float,
-                     help="seconds a client may take to send a request before it is answered 408 (default 30)")
-    srv.add_argument("--enable-lora", action="store_true", default=None,
-                     help="serve POST /v1/load_lora_adapter {lora_name, lora_path} and /v1/unload_lora_adapter "
-                     "{lora_name} (vLLM's dynamic LoRA routes): PEFT adapters of --model, loaded at run time and "
-                     "requested by name. Off by default (vLLM needs VLLM_ALLOW_RUNTIME_LORA_UPDATING=True for "
-                     "the same): anyone who can reach the server could then load adapter folders from this disk")
-    srv.set_defaults(func=cmd_serve)
+    add_config_file_options(srv, ServeConfig, "local.batch_size=16")
+    srv.set_defaults(func=cmd_serve, config_flags=add_config_flags(srv, ServeConfig, _SERVE_KEYS))
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -124,11 +59,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from babeltune.generate.runner import run_generation
 
     try:
-        cfg = command_config(GenerateConfig, args, _GENERATE_FLAGS,
-                             {"backend": "endpoint"} if args.endpoint and args.backend is None else None)
+        cfg = command_config(GenerateConfig, args,
+                             values={"backend": "endpoint"} if args.endpoint and args.backend is None else None)
     except ConfigError as exc:
         raise ValueError(str(exc)) from exc
-    if getattr(args, "steer", None) and cfg.backend != "local":
+    if cfg.steer is not None and cfg.backend != "local":
         raise ValueError(f"--steer needs the local backend (it edits the model's states); not --backend {cfg.backend}")
     from babeltune.outputs import check_output
 
@@ -137,11 +72,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     backend = make_backend(cfg)
     # Context managers entered here wrap the whole generation (e.g. a steering hook on backend.model).
     with contextlib.ExitStack() as stack:
-        if getattr(args, "steer", None):  # babeltune lens: edit the model's states while it generates
-            from babeltune.lens.cli import steer_config_from_args
+        if cfg.steer is not None:  # babeltune lens: edit the model's states while it generates
             from babeltune.lens.generation import steer_backend
 
-            backend = steer_backend(stack, backend, steer_config_from_args(args), {r.id: r.lang for r in records})
+            backend = steer_backend(stack, backend, cfg.steer, {r.id: r.lang for r in records})
         if cfg.backend == "vllm":  # shut the engine's processes down when the command ends
             from babeltune.generate.vllm import release_engines
 
@@ -159,8 +93,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def select_records(cfg: Any) -> list[Any]:
     """Read the prompts of a GenerateConfig, filter them, and check their modifier specs."""
+    from babeltune.data.modifiers import parse_modifier
     from babeltune.data.readers import load_records
-    from babeltune.evaluate.modifiers import parse_modifier
     from babeltune.languages import parse_language_list
 
     loaded = load_records(cfg.data, lang=cfg.source_lang,
@@ -213,7 +147,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from babeltune.generate.server import check_bindable, start_server
 
     try:
-        cfg = command_config(ServeConfig, args, _SERVE_FLAGS)
+        cfg = command_config(ServeConfig, args)
     except ConfigError as exc:
         raise ValueError(str(exc)) from exc
     token = None

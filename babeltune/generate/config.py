@@ -7,6 +7,13 @@ from typing import Literal
 
 from babeltune.generate.endpoint import EndpointConfig
 from babeltune.generate.settings import DecodingSettings
+from babeltune.lens.config import SteerConfig
+
+ENDPOINT_FLAGS: dict[str, str] = {
+    "endpoint.url": "endpoint", "endpoint.model": "endpoint_model", "endpoint.api_key_env": "api_key_env",
+    "endpoint.concurrency": "concurrency", "endpoint.timeout": "timeout", "endpoint.max_retries": "max_retries",
+}
+"""Config key -> flag of the endpoint options of every command with an `endpoint: EndpointConfig` section."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,8 @@ class GenerateConfig:
     """Start the output file afresh instead of resuming."""
     retry_failed: bool = True
     """On resume, generate again the rows that failed before."""
+    steer: SteerConfig | None = None
+    """Steering (babeltune lens): edit the model's states while it generates; local backend only."""
 
     def __post_init__(self) -> None:
         if self.per_language is not None and self.per_language < 1:

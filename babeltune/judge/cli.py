@@ -3,10 +3,10 @@
     babeltune judge sxs --candidate A/eval.jsonl --baseline B/eval.jsonl --out judged/     # offline judge
     babeltune judge sxs ... --judge llm --endpoint http://127.0.0.1:8000/v1 --model NAME
     babeltune judge rubric --generations A/eval.jsonl --endpoint http://127.0.0.1:8000/v1 --out rubric/
-    babeltune judge rubric ... --backend vllm --local-model JUDGE --vllm dtype=bfloat16    # in-process vLLM
+    babeltune judge rubric ... --backend vllm --local-model JUDGE --set vllm.dtype=bfloat16    # in-process vLLM
 
 Judgements are cached in OUT (re-running resumes); scores per language with 95% CIs are printed and
-written to OUT/scores.json. (Registered by `babeltune.experiments.cli`.)
+written to OUT/scores.json.
 """
 
 from __future__ import annotations
@@ -44,45 +44,43 @@ def register(sub: Any) -> None:
     rubric.set_defaults(func=cmd_rubric)
 
 
+_LLM_KEYS = ("backend", "endpoint", "model", "api_key_env", "concurrency", "local_model", "max_new_tokens")
+
+
 def _llm_args(parser: argparse.ArgumentParser) -> None:
+    from babeltune.judge.config import LLMJudgeConfig
+    from babeltune.options import SET_METAVAR, add_config_file_options, add_config_flags
+
+    add_config_file_options(parser, LLMJudgeConfig, "vllm.tensor_parallel_size=2")
     llm = parser.add_argument_group("LLM judge (local | vllm | endpoint, as for generation)")
-    llm.add_argument("--backend", choices=["local", "vllm", "endpoint"], default=None,
-                     help="who runs the judge model (default: endpoint with --endpoint, else local)")
-    llm.add_argument("--endpoint", default=None, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
-    llm.add_argument("--model", default="", help="model name at the endpoint (default: the first it lists)")
-    llm.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable with the API key")
-    llm.add_argument("--concurrency", type=int, default=None,
-                     help="endpoint requests in flight (default 4; hundreds are fine for vLLM)")
-    llm.add_argument("--local-model", default=None,
-                     help="judge with a model loaded here (backend local or vllm) instead of an endpoint")
-    llm.add_argument("--vllm", action="append", default=[], metavar="KEY=VALUE",
-                     help="a VLLMConfig field for backend vllm, e.g. dtype=bfloat16, tensor_parallel_size=2 "
+    flags = add_config_flags(llm, LLMJudgeConfig, _LLM_KEYS)
+    llm.add_argument("--vllm", action="append", default=[], metavar=SET_METAVAR,
+                     help="the same as --set vllm.KEY=VALUE: a VLLMConfig field for backend vllm, e.g. dtype=bfloat16 "
                      "(repeatable)")
-    llm.add_argument("--max-new-tokens", type=int, default=256)
+    parser.set_defaults(config_flags=flags)
 
 
 def _backend(args: argparse.Namespace) -> Any:
+    from babeltune.cli import command_config
+    from babeltune.config import ConfigError
     from babeltune.judge.backends import judge_chat_backend
+    from babeltune.judge.config import LLMJudgeConfig
 
-    endpoint, vllm = None, None
-    if args.endpoint:
+    try:  # --vllm KEY=VALUE: an alias of --set vllm.KEY=VALUE, through the same parser
+        cfg = command_config(LLMJudgeConfig, args, overrides=[("--vllm", f"vllm.{text}") for text in args.vllm])
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from exc
+    endpoint = None
+    if cfg.endpoint:
         from babeltune.generate import EndpointConfig
 
-        extra = {"concurrency": args.concurrency} if args.concurrency is not None else {}
-        endpoint = EndpointConfig(url=args.endpoint, model=args.model, api_key_env=args.api_key_env, **extra)
-    if args.vllm:
-        from babeltune.config import ConfigError, apply_overrides, from_dict
-        from babeltune.generate.config import VLLMConfig
-
-        try:
-            vllm = from_dict(VLLMConfig, apply_overrides({}, args.vllm), where="--vllm")
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from exc
-    if args.backend is None and endpoint is None and not args.local_model:
+        extra = {"concurrency": cfg.concurrency} if cfg.concurrency is not None else {}
+        endpoint = EndpointConfig(url=cfg.endpoint, model=cfg.model, api_key_env=cfg.api_key_env, **extra)
+    if cfg.backend is None and endpoint is None and not cfg.local_model:
         raise ValueError("the LLM judge needs --endpoint URL (an OpenAI-compatible API) or --local-model MODEL "
                          "(with --backend local or vllm)")
-    return judge_chat_backend(args.backend, model=args.local_model, endpoint=endpoint, vllm=vllm,
-                              max_new_tokens=args.max_new_tokens)
+    return judge_chat_backend(cfg.backend, model=cfg.local_model, endpoint=endpoint, vllm=cfg.vllm,
+                              max_new_tokens=cfg.max_new_tokens)
 
 
 def _read(path: str) -> list[dict[str, Any]]:

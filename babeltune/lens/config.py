@@ -43,10 +43,14 @@ class ProbeConfig:
     template: Literal["auto", "gemma", "tokenizer", "none"] = "auto"
     """Chat template wrapping each prompt; 'none' probes the raw text."""
     batch_size: int = 16
+    """Prompts run through the model together."""
     padding_side: Literal["left", "right"] = "left"
     seed: int = 0
-    dtype: str = "float32"
+    """Seed of the held-out split and the prompt sample."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Precision the model is loaded in."""
     device: str = "cpu"
+    """Device the model runs on (cpu, cuda, cuda:1, ...)."""
 
     def __post_init__(self) -> None:
         self.languages = parse_language_list(self.languages)
@@ -83,6 +87,8 @@ class SteerConfig:
     """Use a subspace whose model fingerprint differs from the model's (shapes must still match)."""
 
     def __post_init__(self) -> None:
+        if not self.subspace:
+            raise ValueError("subspace is required: the folder written by `babeltune lens probe` (--steer)")
         if self.lang is not None:
             self.lang = parse_language_list([self.lang])[0]
         if not self.layers:
@@ -118,6 +124,7 @@ class LensTrainConfig:
     subspace: str = ""
     """Folder written by `babeltune lens probe` on this model."""
     model: str = "gemma-3-270m"
+    """Model alias, local folder or hub id (the model the subspace was probed on)."""
     data: str = "bundled:train"
     """Parallel prompts (records sharing a pid across languages); responses are ignored."""
     languages: list[str] = field(default_factory=list)
@@ -153,9 +160,10 @@ class LensTrainConfig:
     """Autocast of the training forward passes (auto: bf16 where the device supports it)."""
     seed: int = 0
     """Seeds the data order and the random generators."""
-    dtype: str = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """dtype the model is loaded in."""
     device: str = "cpu"
+    """Device the model trains on (cpu, cuda, ...)."""
     allow_other_model: bool = False
     """Train with a subspace probed on other weights of the same shape."""
     save_model: bool = True
@@ -188,3 +196,68 @@ class LensTrainConfig:
 
 
 LENS_RESUME_FREE_FIELDS = frozenset({"save_model", "save_every", "tensorboard", "progress"})
+
+
+STEER_FLAGS: dict[str, str] = {
+    "steer.subspace": "steer", "steer.mode": "steer_mode", "steer.coefficient": "steer_coefficient",
+    "steer.layers": "steer_layers", "steer.lang": "steer_lang", "steer.allow_other_model": "steer_allow_other_model",
+}
+"""Config key -> flag name of the steering options, the same in every command that steers
+(`babeltune generate`, `lens steer`, `lens mc-eval`: each config has a `steer: SteerConfig` field)."""
+
+
+@dataclass
+class SteerRunConfig:
+    """`babeltune lens steer`: generate with and without steering, side by side (greedy decoding)."""
+
+    steer: SteerConfig
+    """The steering applied to the second generation of each prompt."""
+    model: str = "gemma-3-270m"
+    """Model alias, local folder or hub id (the model the subspace was probed on)."""
+    prompt: list[str] = field(default_factory=list)
+    """Prompts and their languages, LANG:TEXT, e.g. 'fi:Mikä on Suomen pääkaupunki?'."""
+    data: str | None = None
+    """A babeltune source whose prompts are used as well (bundled:eval, FILE.jsonl, hf:...)."""
+    per_language: int = 2
+    """With data: prompts taken per language."""
+    max_new_tokens: int = 48
+    """Tokens generated per response."""
+    out: str | None = None
+    """Write the generations as JSONL here."""
+
+    def __post_init__(self) -> None:
+        if self.per_language < 1 or self.max_new_tokens < 1:
+            raise ValueError("per_language and max_new_tokens must be at least 1")
+
+
+@dataclass
+class MCEvalConfig:
+    """`babeltune lens mc-eval`: multiple-choice accuracy per language, optionally while steering."""
+
+    data: str = ""
+    """Multiple-choice JSONL file: {lang, question|premise, choices, label} per line."""
+    model: str = "gemma-3-270m"
+    """Model alias, local folder or hub id."""
+    method: Literal["loglik", "letter"] = "loglik"
+    """loglik: the choice the model finds likeliest; letter: the option letter it answers."""
+    template: Literal["none", "auto", "gemma", "tokenizer"] = "none"
+    """none: raw text (usual for base models); else a user turn in that chat template."""
+    languages: list[str] = field(default_factory=list)
+    """Only items in these languages (default: all)."""
+    batch_size: int = 8
+    """Items scored together."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Precision the model is loaded in."""
+    device: str = "cpu"
+    """Device the model runs on (cpu, cuda, ...)."""
+    out: str | None = None
+    """Write per-language results (JSON) here."""
+    steer: SteerConfig | None = None
+    """Steering applied while scoring (None: the model as it is)."""
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            raise ValueError("data is required: the multiple-choice JSONL file (--data)")
+        self.languages = parse_language_list(self.languages)
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")

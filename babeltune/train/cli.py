@@ -9,36 +9,36 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
+    from babeltune.options import add_config_file_options, add_config_flags
+    from babeltune.train.config import TrainConfig
+
     parser = sub.add_parser(
         "train", help="instruction-tune a model (LoRA or full) on a mixture or any data source",
-        description="Train with a YAML config (babeltune/configs/train_*.yaml) and key=value overrides, e.g. "
-                    "babeltune train --config train_lora.yaml data=mix.jsonl lr=2e-4 lora.r=8. "
+        description="Train with a YAML config (babeltune/configs/train_*.yaml) and --set overrides, e.g. "
+                    "babeltune train --config train_lora.yaml --set data=mix.jsonl --set lr=2e-4 --set lora.r=8 "
+                    "(or the same as positional KEY=VALUE: ... data=mix.jsonl lr=2e-4). "
                     "Runs unchanged under `accelerate launch -m babeltune.cli train ...`.",
     )
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (e.g. max_steps=100)")
-    parser.add_argument("--config", help="YAML config file (fields of babeltune.train.TrainConfig)")
-    parser.add_argument("--model", help="base model (alias, folder or hub id); same as model=...")
-    parser.add_argument("--data", help="training data (mixture .jsonl, bundled:train, hf:...); same as data=...")
-    parser.add_argument("--out", help="run folder; same as out=...")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="the same as --set KEY=VALUE (e.g. max_steps=100)")
+    add_config_file_options(parser, TrainConfig, "lora.r=8")
+    flags = add_config_flags(parser, TrainConfig, ("model", "data", "out", "merge"))
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its latest checkpoint (the config must match; "
                              "without --config, the run's own config.yaml is used)")
-    parser.add_argument("--merge", action="store_true", help="LoRA: also save the adapter merged into the model")
-    parser.set_defaults(func=cmd_train)
+    parser.set_defaults(func=cmd_train, config_flags=flags)
 
 
 def build_config(args: argparse.Namespace) -> Any:
-    from babeltune.config import load_config
+    from babeltune.cli import command_config
     from babeltune.train.config import TrainConfig
 
-    values: dict[str, Any] = {flag: getattr(args, flag) for flag in ("model", "data", "out")
-                              if getattr(args, flag) is not None}
-    if args.merge:
-        values["merge"] = True
     config_path = args.config
     if config_path is None and args.resume:
         config_path = str(_run_config(args.out))
-    return load_config(TrainConfig, config_path, list(args.overrides), values, {k: f"--{k}" for k in values})
+    # positional KEY=VALUE: an alias of --set, through the same parser (labelled as written in errors)
+    return command_config(TrainConfig, args, overrides=[("override", text) for text in args.overrides],
+                          path=config_path)
 
 
 def _run_config(out: str | None) -> Path:
@@ -56,8 +56,8 @@ def _run_config(out: str | None) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from babeltune.interrupts import TrainingInterrupted
     from babeltune.outputs import check_output
-    from babeltune.train.loop import TrainingInterrupted
     from babeltune.train.recipe import train_sweep
 
     config = build_config(args)

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from babeltune.interrupts import TrainingInterrupted as TrainingInterrupted  # raised here; light for the CLI
 from babeltune.train.batching import MicroBatch, StepPlan
 from babeltune.train.metrics import MetricsLogger, peak_memory_bytes
 
@@ -49,15 +50,6 @@ LossFn = Callable[[nn.Module, MicroBatch], LossOutput]
 def call_module_loss(model: nn.Module, batch: MicroBatch) -> LossOutput:
     """The default loss closure: the module's forward returns the summed loss."""
     return LossOutput(model(**batch.inputs))
-
-
-class TrainingInterrupted(Exception):
-    """SIGINT or SIGTERM arrived; a checkpoint of the last finished step was written."""
-
-    def __init__(self, step: int, signum: int) -> None:
-        super().__init__(f"training interrupted by signal {signum} after step {step}; resume with --resume")
-        self.step = step
-        self.signum = signum
 
 
 # 1. Optimizer and schedule ------------------------------------------------------------------------
