@@ -21,6 +21,7 @@ STAGE_CLIS: tuple[str, ...] = (
     "babeltune.generate.cli",
     "babeltune.evaluate.cli",
     "babeltune.lens.cli",
+    "babeltune.bench.cli",
     "babeltune.experiments.cli",
     "babeltune.report.cli",
     "babeltune.demo",
