@@ -27,7 +27,8 @@ def register(sub: Any) -> None:
                             description="Run lm-evaluation-harness tasks (needs `pip install "
                                         "'babeltune[harness]'`); task data is read offline.")
     parser.add_argument("--model", help="default alias, model / adapter folder, or cached hub id")
-    parser.add_argument("--tasks", type=_task_list, help="comma-separated lm-eval tasks or groups, e.g. xcopa,xstorycloze")
+    parser.add_argument("--tasks", type=_task_list,
+                        help="comma-separated lm-eval tasks or groups, e.g. xcopa,xstorycloze")
     parser.add_argument("--include-path", help="folder of extra lm-eval task YAMLs (local data)")
     parser.add_argument("--num-fewshot", type=int, help="few-shot examples (default: each task's own)")
     parser.add_argument("--limit", type=float, help="at most N items per task (below 1: a share)")
@@ -63,5 +64,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise
     result = run_bench(cfg, args.out, steering)
     print(format_rows(result.rows))
-    print(f"lm-eval {result.identity.get('lm_eval_version')}; model {result.identity['fingerprint'][:12]} -> {args.out}")
+    identity = result.identity
+    print(f"lm-eval {identity.get('lm_eval_version')}; model {identity['fingerprint'][:12]} -> {args.out}")
     return 0

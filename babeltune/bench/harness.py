@@ -109,12 +109,20 @@ def offline() -> Iterator[None]:
                 os.environ[name] = old
 
 
+_MANAGERS: dict[str | None, Any] = {}
+
+
 def task_manager(include_path: str | None) -> Any:
+    """lm-eval's TaskManager for the built-in tasks plus `include_path`'s; indexing the built-in task
+    YAMLs takes seconds, so one is kept per folder for the life of the process."""
     from lm_eval.tasks import TaskManager
 
     if include_path is not None and not Path(include_path).is_dir():
         raise BenchError(f"--include-path {include_path}: no such folder")
-    return TaskManager(include_path=include_path, verbosity="ERROR")
+    key = None if include_path is None else str(Path(include_path).resolve())
+    if key not in _MANAGERS:
+        _MANAGERS[key] = TaskManager(include_path=key, verbosity="ERROR")
+    return _MANAGERS[key]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -125,8 +133,6 @@ def _first_line(exc: BaseException) -> str:
 def check_tasks(names: Sequence[str], manager: Any) -> dict[str, list[str]]:
     """Each requested task or group -> its leaf tasks, loading their data offline; an unknown name or
     data not on the machine is a BenchError naming the task."""
-    from lm_eval.tasks import get_task_dict
-
     if not names:
         raise BenchError("no tasks given (--tasks NAME,NAME)")
     known = set(manager.all_tasks)
@@ -136,22 +142,12 @@ def check_tasks(names: Sequence[str], manager: Any) -> dict[str, list[str]]:
             raise BenchError(f"unknown task {name!r}: not an lm-eval task, group or tag, nor in --include-path")
         try:
             with offline():
-                loaded = get_task_dict([name], manager)
+                loaded = manager.load([name])
         except Exception as exc:  # lm-eval and datasets raise many kinds; all mean "cannot load"
             raise BenchError(f"task {name!r} cannot be loaded offline (is its data on this machine?): "
                              f"{type(exc).__name__}: {_first_line(exc)}") from exc
-        leaves[name] = _leaf_names(loaded)
+        leaves[name] = [str(task) for task in loaded["tasks"]]
     return leaves
-
-
-def _leaf_names(task_dict: Mapping[Any, Any]) -> list[str]:
-    names: list[str] = []
-    for key, value in task_dict.items():
-        if isinstance(value, Mapping):
-            names.extend(_leaf_names(value))
-        else:
-            names.append(str(getattr(key, "group_name", key)))
-    return names
 
 
 @dataclass
@@ -372,7 +368,8 @@ def format_rows(rows: Sequence[BenchRow]) -> str:
         interval = "" if math.isnan(row.low) else f" [{row.low:.3f}-{row.high:.3f}]"
         body.append([row.task, row.language, metric, f"{row.value:.3f}{interval}", str(row.n)])
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [header, *body]]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+             for line in [header, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
