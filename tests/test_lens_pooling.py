@@ -87,3 +87,11 @@ def test_each_loss_reads_its_own_pooling(tiny_tok: Any, pools: tuple[str, str, s
     assert float(total) == pytest.approx(retain + specific + agnostic, rel=1e-4)
     references = sorted(k for k in batch.inputs if k.startswith("reference_"))
     assert references == sorted(f"reference_{p}" for p in cfg.pools())
+
+
+def test_the_old_single_pool_setting_is_refused() -> None:
+    from babeltune.config import load_config
+
+    with pytest.raises(ValueError, match="unknown key"):
+        load_config(LensTrainConfig, None, ["pool=mean"], {}, {})
+    assert load_config(LensTrainConfig, None, ["retain_pool=last"], {}, {}).retain_pool == "last"
