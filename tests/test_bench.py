@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,10 @@ def test_task_without_local_data_fails_at_once_naming_it(tasks_dir: Path, tmp_pa
     assert err.startswith("babeltune bench: error: task 'hubcopa_et' cannot be loaded offline") and "\n" not in err
     assert main([*argv, "--tasks", "nosuchtask"]) == 2
     assert "unknown task 'nosuchtask'" in capsys.readouterr().err
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "lm_eval", None)  # as if lm-eval were not installed
+        assert main([*argv, "--tasks", "toycopa"]) == 2
+    assert "pip install 'babeltune[harness]'" in capsys.readouterr().err
     with pytest.raises(BenchError, match="no such folder"):
         run_bench(BenchConfig(tasks=["toycopa"], include_path=str(tmp_path / "missing")))
 
@@ -191,3 +196,11 @@ def test_config_checks_its_fields() -> None:
     with pytest.raises(ValueError, match="limit"):
         BenchConfig(limit=0)
     assert BenchConfig(tasks=[" xcopa ", ""]).tasks == ["xcopa"]
+
+
+def test_limit_and_few_shot_pass_through(tiny: tuple[Any, Any], tasks_dir: Path) -> None:
+    model, tok = tiny
+    result = _bench(model, tok, tasks_dir, limit=2, num_fewshot=1)
+    leaves = {row.task: row.n for row in result.rows if not row.group}
+    assert leaves == {"toycopa_en": 2, "toycopa_es": 2}
+    assert result.tasks["toycopa_en"]["n_shot"] == 1 and result.identity["settings"]["limit"] == 2

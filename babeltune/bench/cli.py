@@ -4,6 +4,7 @@ inside the command."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from typing import Any
 
 from babeltune.cli import positive_int
@@ -56,12 +57,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     cfg = command_config(BenchConfig, args, _FLAGS)
     check_output(args.out, "folder")
     steering = steer_config_from_args(args)
-    try:
-        from babeltune.bench.harness import format_rows, run_bench
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("lm_eval"):
-            raise CLIError("lm-evaluation-harness is not installed: pip install 'babeltune[harness]'") from None
-        raise
+    if importlib.util.find_spec("lm_eval") is None:
+        raise CLIError("lm-evaluation-harness is not installed: pip install 'babeltune[harness]'")
+    from babeltune.bench.harness import format_rows, run_bench
+
     result = run_bench(cfg, args.out, steering)
     print(format_rows(result.rows))
     identity = result.identity
