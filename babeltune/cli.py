@@ -22,6 +22,7 @@ STAGE_CLIS: tuple[str, ...] = (
     "babeltune.evaluate.cli",
     "babeltune.lens.cli",
     "babeltune.judge.cli",
+    "babeltune.bench.cli",
     "babeltune.experiments.cli",
     "babeltune.report.cli",
     "babeltune.demo",

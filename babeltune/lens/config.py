@@ -137,8 +137,13 @@ class LensTrainConfig:
     """Prompts are cut to this many tokens, template included (the release: 128)."""
     template: Literal["auto", "gemma", "tokenizer"] = "auto"
     """Chat template wrapping each prompt (auto: the model's own, else gemma's)."""
-    pool: Literal["last", "mean"] = "last"
-    """State the losses read: the last prompt token (study C) or the mean over the prompt."""
+    retain_pool: Literal["last", "mean"] = "mean"
+    """State the retain loss reads: the top layer's state averaged over the prompt's tokens (the
+    release), or at the last prompt token."""
+    agnostic_pool: Literal["last", "mean"] = "last"
+    """State the language-agnostic loss reads: the last prompt token (the release), or the mean."""
+    specific_pool: Literal["last", "mean"] = "last"
+    """State the language-specific loss reads: the last prompt token (the release), or the mean."""
     retain_weight: float = 1.0
     """Weight of the retain loss (the central language's states stay where they were)."""
     specific_weight: float = 1.0
@@ -175,6 +180,10 @@ class LensTrainConfig:
     """Also log to RUN/tb (TensorBoard)."""
     progress: bool = True
     """Show a progress bar."""
+
+    def pools(self) -> list[Literal["last", "mean"]]:
+        """The poolings the three losses read, each once (retain, agnostic, specific order)."""
+        return list(dict.fromkeys([self.retain_pool, self.agnostic_pool, self.specific_pool]))
 
     def numbers_fingerprint(self) -> str:
         """Hash of every field that changes the numbers of a run: a resume must match it."""

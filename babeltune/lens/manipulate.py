@@ -11,8 +11,10 @@ Reads top to bottom:
    LM head frozen, as in the release);
 4. the reference states: the untouched model's final-layer states of every prompt, computed once before
    training (the same numbers a frozen copy would give at every step, without a second model in memory);
-5. the loss (`ManipulationLoss`), per parallel group, on the final layer's last-prompt-token state h
-   (after the final norm; `pool=mean` averages over the prompt's tokens instead):
+5. the loss (`ManipulationLoss`), per parallel group, on the final layer's state h (after the final
+   norm), pooled per loss as the release does: the retain loss on the mean over the prompt's tokens
+   (`retain_pool`), the language-specific and language-agnostic losses on the last prompt token
+   (`specific_pool`, `agnostic_pool`); each can be set to `last` or `mean`:
    - retain: MSE(h_central, h_central_ref);
    - language-specific, per target t: MSE(P_s h_t - P_s h_t_ref, w * delta_t), with delta_t the
      target's direction from the central language and w = `specific_target` (the release's "pull");
@@ -43,7 +45,7 @@ from torch import nn
 from babeltune.config import to_dict
 from babeltune.lens.config import LensTrainConfig
 from babeltune.lens.prompts import render_probe_prompt
-from babeltune.lens.states import PaddedBatch, Pooling, final_state, pad_batch
+from babeltune.lens.states import PaddedBatch, Pooling, final_states, pad_batch
 from babeltune.lens.subspace import LanguageSubspace
 from babeltune.models.anatomy import decoder_layers
 from babeltune.train.batching import DataSchedule, MicroBatch, StepPlan
@@ -91,15 +93,16 @@ def parallel_groups(records: list[Any], languages: list[str], tokenizer: Any, te
 # 4./5. Reference states and the loss ----------------------------------------------------------------------
 
 @torch.no_grad()
-def reference_states(model: Any, groups: list[ParallelGroup], languages: list[str], pad_id: int, pool: Pooling,
-                     batch_size: int = 16) -> torch.Tensor:
-    """The untouched model's final-layer states: (G, n_langs, D), float32."""
-    out = torch.empty(len(groups), len(languages), int(model.config.hidden_size))
+def reference_states(model: Any, groups: list[ParallelGroup], languages: list[str], pad_id: int,
+                     pools: list[Pooling], batch_size: int = 16) -> dict[Pooling, torch.Tensor]:
+    """The untouched model's final-layer states pooled each way of `pools`: each (G, n_langs, D), float32."""
+    out = {pool: torch.empty(len(groups), len(languages), int(model.config.hidden_size)) for pool in pools}
     for li, lang in enumerate(languages):
         for start in range(0, len(groups), batch_size):
             chunk = groups[start:start + batch_size]
             batch = pad_batch([g.ids[lang] for g in chunk], pad_id, "left")
-            out[start:start + len(chunk), li] = final_state(model, batch, pool).float().cpu()
+            for pool, states in final_states(model, batch, pools).items():
+                out[pool][start:start + len(chunk), li] = states.float().cpu()
     return out
 
 
@@ -133,22 +136,26 @@ class ManipulationLoss(nn.Module):
         unit = self.common.to(h.dtype)
         return (h @ unit)[:, None] * unit  # (B, D)
 
-    def forward(self, reference: torch.Tensor, **batches: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """`reference`: (B, n_langs, D); `batches`: input_ids/attention_mask/position_ids/last_index per language."""
-        states = {lang: final_state(self.lm, _batch_of(batches, lang), self.cfg.pool).float()
-                  for lang in self.languages}  # each (B, D)
+    def forward(self, **inputs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """`inputs`: `reference_{pool}` (B, n_langs, D) per pooling of `cfg.pools()`, and
+        input_ids/attention_mask/position_ids/last_index per language."""
+        cfg = self.cfg
+        states = {lang: final_states(self.lm, _batch_of(inputs, lang), cfg.pools())
+                  for lang in self.languages}  # lang -> pool -> (B, D)
         c = self.languages.index(self.central)
-        h_c = states[self.central]
-        retain = ((h_c - reference[:, c].float()) ** 2).mean(dim=-1).sum()
+        h_c = states[self.central][cfg.retain_pool].float()
+        retain = ((h_c - inputs[f"reference_{cfg.retain_pool}"][:, c].float()) ** 2).mean(dim=-1).sum()
         specific = h_c.new_zeros(())
         agnostic = h_c.new_zeros(())
+        shared_c = self.shared(states[self.central][cfg.agnostic_pool].float())
         for i, lang in enumerate(self.languages):
             if lang == self.central:
                 continue
-            h_t, ref_t = states[lang], reference[:, i].float()
+            h_t, ref_t = states[lang][cfg.specific_pool].float(), inputs[f"reference_{cfg.specific_pool}"][:, i].float()
             moved = self.specific(h_t) - self.specific(ref_t)
-            specific = specific + ((moved - self.cfg.specific_target * self.directions[i]) ** 2).mean(dim=-1).sum()
-            agnostic = agnostic + ((self.shared(h_c) - self.shared(h_t)) ** 2).mean(dim=-1).sum()
+            specific = specific + ((moved - cfg.specific_target * self.directions[i]) ** 2).mean(dim=-1).sum()
+            shared_t = self.shared(states[lang][cfg.agnostic_pool].float())
+            agnostic = agnostic + ((shared_c - shared_t) ** 2).mean(dim=-1).sum()
         total = (self.cfg.retain_weight * retain + self.cfg.specific_weight * specific
                  + self.cfg.agnostic_weight * agnostic)
         return total, {"retain": retain.detach(), "specific": specific.detach(), "agnostic": agnostic.detach()}
@@ -159,10 +166,11 @@ def _batch_of(batches: dict[str, torch.Tensor], lang: str) -> PaddedBatch:
                        batches[f"position_ids_{lang}"], batches[f"last_index_{lang}"])
 
 
-def collate_groups(groups: list[ParallelGroup], rows: list[int], languages: list[str], reference: torch.Tensor,
-                   pad_id: int) -> MicroBatch:
-    """A micro-batch (babeltune.train's MicroBatch) of parallel groups: one padded batch per language."""
-    inputs: dict[str, torch.Tensor] = {"reference": reference[rows]}
+def collate_groups(groups: list[ParallelGroup], rows: list[int], languages: list[str],
+                   reference: dict[Pooling, torch.Tensor], pad_id: int) -> MicroBatch:
+    """A micro-batch (babeltune.train's MicroBatch) of parallel groups: one padded batch per language,
+    and the reference states of its groups per pooling (`reference_last`, `reference_mean`)."""
+    inputs: dict[str, torch.Tensor] = {f"reference_{pool}": states[rows] for pool, states in reference.items()}
     tokens = padded = 0
     for lang in languages:
         batch = pad_batch([groups[r].ids[lang] for r in rows], pad_id, "left")
@@ -180,7 +188,7 @@ class GroupPlanner:
     groups: list[ParallelGroup]
     schedule: DataSchedule
     languages: list[str]
-    reference: torch.Tensor
+    reference: dict[Pooling, torch.Tensor]
     pad_id: int
     batch_size: int
 
@@ -278,7 +286,7 @@ def manipulate(lm: Any, tokenizer: Any, subspace: LanguageSubspace, records: lis
     lm.to(accelerator.device)
     lm.eval()  # reference states without dropout
     ref_start = time.perf_counter()
-    reference = reference_states(lm, groups, languages, pad_id, cfg.pool)
+    reference = reference_states(lm, groups, languages, pad_id, cfg.pools())
     reference_seconds = time.perf_counter() - ref_start
     trainable = freeze_all_but_top(lm, cfg.top_layers)
     objective = ManipulationLoss(lm, subspace, languages, cfg, pad_id).to(accelerator.device)

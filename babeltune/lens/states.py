@@ -92,13 +92,19 @@ def pool_states(hidden: torch.Tensor, batch: PaddedBatch, pool: Pooling) -> torc
 
 
 def final_state(model: Any, batch: PaddedBatch, pool: Pooling = "last") -> torch.Tensor:
-    """The top layer's pooled state only, (B, D): what manipulation training's losses read."""
+    """The top layer's pooled state only, (B, D)."""
+    return final_states(model, batch, [pool])[pool]
+
+
+def final_states(model: Any, batch: PaddedBatch, pools: Sequence[Pooling]) -> dict[Pooling, torch.Tensor]:
+    """The top layer's state pooled each way of `pools` from one forward pass, each (B, D): what
+    manipulation training's losses read."""
     device = next(model.parameters()).device
     out = decoder_of(model)(
         input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
         position_ids=batch.position_ids.to(device), use_cache=False,
     )
-    return pool_states(out.last_hidden_state[None], batch, pool)[0]
+    return {pool: pool_states(out.last_hidden_state[None], batch, pool)[0] for pool in pools}
 
 
 @torch.no_grad()
