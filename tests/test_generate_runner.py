@@ -224,3 +224,15 @@ def test_two_writers_on_one_file_are_refused(tmp_path: Path) -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_line_separator_in_a_response_stays_in_its_row(tmp_path: Path) -> None:
+    """U+2028 / U+2029 / U+0085 are written as themselves (ensure_ascii=False); lines split on newline only."""
+    records = [ChatRecord(f"s{i}-en", f"s{i}", "en", (Message("user", f"one{sep}two"), Message("assistant", "r")), {})
+               for i, sep in enumerate(("\u2028", "\u2029", "\x85", "\x1c"))]
+    out = tmp_path / "g.jsonl"
+    run_generation(records, EchoBackend(), SETTINGS, out)
+    assert "\u2028" in out.read_text(encoding="utf-8")
+    rows = read_generations(out)
+    assert [r["response"] for r in rows] == [f"echo: {rec.prompt}" for rec in records]
+    assert run_generation(records, EchoBackend(), SETTINGS, out).reused == len(records)

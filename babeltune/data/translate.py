@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from babeltune.data.jsonl import write_jsonl_atomic
 from babeltune.data.records import ChatRecord, Message, write_jsonl
 from babeltune.generate.config import LocalConfig, VLLMConfig
 from babeltune.generate.endpoint import EndpointConfig
@@ -445,14 +446,10 @@ def _assemble(records: Sequence[ChatRecord], cfg: TranslateConfig, passed: dict[
 
 def _write_rejects(path: Path, failed: dict[tuple[str, int, str], tuple[_Item, str, str, str | None]],
                    attempts: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for item, reason, detail, response in failed.values():
-            fh.write(json.dumps({"source_id": item.record.id, "pid": item.record.pid, "lang": item.lang,
-                                 "turn": item.turn, "reason": reason, "detail": detail, "attempts": attempts,
-                                 "source": item.record.messages[item.turn].content, "response": response},
-                                ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    write_jsonl_atomic(path, ({"source_id": item.record.id, "pid": item.record.pid, "lang": item.lang,
+                               "turn": item.turn, "reason": reason, "detail": detail, "attempts": attempts,
+                               "source": item.record.messages[item.turn].content, "response": response}
+                              for item, reason, detail, response in failed.values()))
 
 
 def make_translation_backend(cfg: TranslateConfig) -> Any:

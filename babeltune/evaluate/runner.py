@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from babeltune.data.jsonl import write_jsonl_atomic
 from babeltune.evaluate.langid import LangIdThresholds, get_identifier
 from babeltune.evaluate.metrics import OVERALL, MetricRow, ScoredResponse, compute_metrics, metric_value
 from babeltune.evaluate.scoring import score_row
@@ -141,9 +142,7 @@ def write_outputs(result: EvalResult, out: Path, cfg: EvalConfig, source: Path, 
     from babeltune.runinfo import write_run_info
 
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "responses.jsonl").open("w", encoding="utf-8") as fh:
-        for scored in result.responses:
-            fh.write(json.dumps(scored.to_dict(), ensure_ascii=False) + "\n")
+    write_jsonl_atomic(out / "responses.jsonl", (scored.to_dict() for scored in result.responses))
     fields = list(MetricRow.__dataclass_fields__)
     with (out / "metrics.csv").open("w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)

@@ -6,10 +6,10 @@ language, next to the verdicts that could not be parsed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
+from babeltune.data.jsonl import write_jsonl_atomic
 from babeltune.experiments.config import ExperimentConfig
 from babeltune.experiments.layout import ConditionPaths, read_generation_rows
 from babeltune.experiments.results import ResultRow
@@ -72,8 +72,7 @@ def judged_modifier_rows(paths: ConditionPaths, judge: RubricJudge, config: Expe
         return []
     judgements = run_rubric(items, judge, JudgementCache(paths.judge_cache("rubric-modifiers")),
                             retries=config.judge.retries, batch_size=config.judge.batch_size)
-    paths.judgements("rubric-modifiers").write_text(
-        "".join(json.dumps(j.to_dict(), ensure_ascii=False) + "\n" for j in judgements), encoding="utf-8")
+    write_jsonl_atomic(paths.judgements("rubric-modifiers"), (j.to_dict() for j in judgements))
     rows = []
     for kind in sorted({j.modifier for j in judgements if j.modifier}):
         of_kind = [j for j in judgements if j.modifier == kind]
@@ -106,8 +105,7 @@ def rubric_rows(conditions: Sequence[ConditionPaths], judge: RubricJudge, config
         failed = len(gen_rows) - len(items)
         judgements = run_rubric(items, judge, JudgementCache(paths.judge_cache("rubric")),
                                 retries=config.judge.retries, batch_size=config.judge.batch_size)
-        paths.judgements("rubric").write_text(
-            "".join(json.dumps(j.to_dict(), ensure_ascii=False) + "\n" for j in judgements), encoding="utf-8")
+        write_jsonl_atomic(paths.judgements("rubric"), (j.to_dict() for j in judgements))
         for lang, score in rubric_scores(judgements, seed=config.seed).items():
             for criterion, ci in score.criteria.items():
                 rows.append(ResultRow(paths.name, lang, f"rubric:{criterion}", ci.value, ci.low, ci.high, ci.n,

@@ -39,6 +39,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from babeltune.data.jsonl import iter_jsonl
+
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 
@@ -156,8 +158,7 @@ def condition_items(condition_dir: Path) -> dict[tuple[str, str | None], ItemVal
         path = split_dir / "responses.jsonl"
         if not path.exists():
             continue
-        responses = [ScoredResponse(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines()
-                     if line.strip()]
+        responses = [ScoredResponse(**row) for _, row in iter_jsonl(path)]
         where = {r.id: (r.lang, r.pid) for r in responses}
         for (metric, kind), values in item_values(responses).items():
             name = result_metric(split_dir.name, metric, kind)
@@ -166,10 +167,7 @@ def condition_items(condition_dir: Path) -> dict[tuple[str, str | None], ItemVal
     for path in sorted((condition_dir / "judge").glob("*.jsonl")):
         if path.name.endswith(".cache.jsonl"):
             continue
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            j = json.loads(line)
+        for _, j in iter_jsonl(path):
             if path.stem == "rubric-modifiers":
                 score = (j.get("scores") or {}).get("modifier")
                 if score is not None and j.get("modifier"):

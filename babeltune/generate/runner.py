@@ -28,7 +28,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from babeltune.data.jsonl import JSONLError, iter_jsonl_rows
+from babeltune.data.jsonl import (
+    JSONLAppender,
+    JSONLError,
+    iter_jsonl,
+    iter_jsonl_rows,
+    split_torn_tail,
+    write_jsonl_atomic,
+)
 from babeltune.data.records import ChatRecord
 from babeltune.generate.backends import GenerationBackend, GenerationRequest, GenerationResult
 from babeltune.generate.settings import DecodingSettings, stable_hash
@@ -309,13 +316,13 @@ class _WriterLock:
 
 
 class _AppendFile:
-    """The generation file, under its writer lock, opened for appending whole lines."""
+    """The generation file, under its writer lock, opened for appending whole lines (`JSONLAppender`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.lock = _WriterLock(path)
         try:
-            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self.sink = JSONLAppender(path)
         except OSError as exc:
             self.lock.release()
             raise GenerationFileError(f"{path}: cannot open for writing: {exc.strerror or exc}") from exc
@@ -324,23 +331,18 @@ class _AppendFile:
             raise
 
     def append(self, row: dict[str, Any]) -> None:
-        # One write per complete line: an interruption can only leave a partial *last* line.
-        os.write(self.fd, (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+        self.sink.append(row)  # one write per complete line: an interruption can only leave a partial last line
 
     def truncate(self) -> None:
         """Empty the file (under the lock: --overwrite)."""
-        os.ftruncate(self.fd, 0)
+        self.sink.truncate()
 
     def read_and_repair(self) -> tuple[list[dict[str, Any]], int]:
         """Parse every complete line; cut off an incomplete last line (an interrupted write)."""
-        data = self.path.read_bytes()
-        dropped = 0
-        if data and not data.endswith(b"\n"):
-            cut = data.rfind(b"\n") + 1
-            os.ftruncate(self.fd, cut)
-            log.warning("%s: dropped an incomplete last line (%d bytes) left by an interrupted run",
-                        self.path, len(data) - cut)
-            data, dropped = data[:cut], 1
+        data, torn = split_torn_tail(self.path.read_bytes())
+        if torn:
+            self.sink.truncate(len(data))
+            log.warning("%s: dropped an incomplete last line (%d bytes) left by an interrupted run", self.path, torn)
         rows = []
         for lineno, row in iter_jsonl_rows(data, self.path):
             if isinstance(row, JSONLError):
@@ -349,25 +351,15 @@ class _AppendFile:
             if not isinstance(row, dict) or "key" not in row:
                 raise GenerationFileError(f"{self.path}:{lineno}: field 'key': missing; not a babeltune generation row")
             rows.append(row)
-        return rows, dropped
+        return rows, int(torn > 0)
 
     def rewrite(self, rows: list[dict[str, Any]]) -> None:
         """Replace the content with `rows` atomically (temp file + rename); the lock is kept."""
-        tmp = self.path.with_name(self.path.name + ".rewrite.tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        new_fd = os.open(tmp, os.O_WRONLY | os.O_APPEND)
-        tmp.replace(self.path)
-        os.close(self.fd)
-        self.fd = new_fd
+        write_jsonl_atomic(self.path, rows)
+        self.sink.reopen()
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.fsync(self.fd)
-        os.close(self.fd)
+        self.sink.close()
         self.lock.release()
 
 
@@ -416,23 +408,25 @@ def read_generation_lines(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"generation file not found: {path} (write one with `babeltune generate`)")
-    rows: list[tuple[int, dict[str, Any]]] = []
+    numbered: list[tuple[int, dict[str, Any]]] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise GenerationFileError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-        if not isinstance(row, dict):
-            raise GenerationFileError(f"{path}:{lineno}: not a JSON object")
-        missing = [name for name in ("id", "lang", "response", "finish_reason") if name not in row]
-        if missing:
-            raise GenerationFileError(f"{path}:{lineno}: field '{missing[0]}': missing; is this a file written by "
-                                      "`babeltune generate`?")
-        if row["id"] in seen:
-            raise GenerationFileError(f"{path}:{lineno}: field 'id': {row['id']!r} already at line {seen[row['id']]}")
-        seen[row["id"]] = lineno
-        rows.append((lineno, row))
-    return rows
+    try:
+        for lineno, row in iter_jsonl(path):
+            numbered.append(_checked_row(path, lineno, row, seen))
+    except JSONLError as exc:
+        raise GenerationFileError(str(exc)) from exc
+    return numbered
+
+
+def _checked_row(path: Path, lineno: int, row: Any, seen: dict[str, int]) -> tuple[int, dict[str, Any]]:
+    """One generation file line, checked: an object with the fields evaluation needs and a new id."""
+    if not isinstance(row, dict):
+        raise GenerationFileError(f"{path}:{lineno}: not a JSON object")
+    missing = [name for name in ("id", "lang", "response", "finish_reason") if name not in row]
+    if missing:
+        raise GenerationFileError(f"{path}:{lineno}: field '{missing[0]}': missing; is this a file written by "
+                                  "`babeltune generate`?")
+    if row["id"] in seen:
+        raise GenerationFileError(f"{path}:{lineno}: field 'id': {row['id']!r} already at line {seen[row['id']]}")
+    seen[row["id"]] = lineno
+    return lineno, row

@@ -140,6 +140,7 @@ def cmd_sxs(args: argparse.Namespace) -> int:
 
 
 def cmd_rubric(args: argparse.Namespace) -> int:
+    from babeltune.data.jsonl import write_jsonl_atomic
     from babeltune.judge import RUBRIC_CRITERIA, JudgementCache, LLMRubricJudge, RubricItem, rubric_scores, run_rubric
 
     check_output(args.out, "folder")
@@ -152,8 +153,7 @@ def cmd_rubric(args: argparse.Namespace) -> int:
     items = [RubricItem(r["id"], r["pid"], r["lang"], r["prompt"], r["response"] or "") for r in rows]
     out = Path(args.out)
     judgements = run_rubric(items, LLMRubricJudge(_backend(args)), JudgementCache(out / "rubric.cache.jsonl"))
-    (out / "rubric.jsonl").write_text("".join(json.dumps(j.to_dict(), ensure_ascii=False) + "\n" for j in judgements),
-                                      encoding="utf-8")
+    write_jsonl_atomic(out / "rubric.jsonl", (j.to_dict() for j in judgements))
     scores = rubric_scores(judgements, seed=args.seed)
     (out / "scores.json").write_text(json.dumps({k: v.to_dict() for k, v in scores.items()}, indent=1),
                                      encoding="utf-8")

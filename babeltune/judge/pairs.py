@@ -10,13 +10,12 @@ dropped silently. Prompts found on one side only are also listed per language an
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from babeltune.data.jsonl import iter_jsonl
+from babeltune.data.jsonl import iter_jsonl, write_jsonl_atomic
 from babeltune.judge.base import PairwiseJudge
 from babeltune.judge.cache import JudgementCache
 from babeltune.judge.protocol import ProgressFn, SxSItem, SxSJudgement, side_by_side
@@ -105,10 +104,7 @@ def run_judge(
 
 
 def save_judgements(path: Path, judgements: Sequence[SxSJudgement]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(j.to_dict(), ensure_ascii=False) + "\n" for j in judgements), encoding="utf-8")
-    tmp.replace(path)
+    write_jsonl_atomic(path, (j.to_dict() for j in judgements))
 
 
 def load_judgements(path: Path) -> list[SxSJudgement]:
