@@ -68,9 +68,9 @@ def test_all_languages_generate_and_evaluate(local_file: Path, records: list[Any
 
     rows = read_generations(local_file)
     assert len(rows) == len(records) == 2 * len(STUDY_A_LANGUAGES)
-    assert {r["lang"] for r in rows} == set(STUDY_A_LANGUAGES)
-    assert all(r["error"] is None and isinstance(r["response"], str) for r in rows)
-    assert all(r["finish_reason"] in ("stop", "length") and 1 <= r["completion_tokens"] <= 8 for r in rows)
+    assert {r.lang for r in rows} == set(STUDY_A_LANGUAGES)
+    assert all(r.error is None and isinstance(r.response, str) for r in rows)
+    assert all(r.finish_reason in ("stop", "length") and 1 <= r.completion_tokens <= 8 for r in rows)
     result = evaluate(local_file, tmp_path / "ev")
     assert {m.scope for m in result.metrics} == {*STUDY_A_LANGUAGES, "overall"}
     assert result.value("responses") == len(rows) and result.value("failed_rate") == 0.0
@@ -91,8 +91,8 @@ def test_generation_through_the_server_equals_local(served: str, local_file: Pat
     subset = records[::3]  # eval and modifier prompts, 8 languages
     remote = read_generations(generate_file(subset, client, DecodingSettings(max_new_tokens=8),
                                             tmp_path / "remote.jsonl"))
-    local = {r["id"]: r for r in read_generations(local_file)}
+    local = {r.id: r for r in read_generations(local_file)}
     assert len(remote) == len(subset)
     for row in remote:
-        assert row["error"] is None
-        assert row["response"] == local[row["id"]]["response"], row["id"]
+        assert row.error is None
+        assert row.response == local[row.id].response, row.id

@@ -15,12 +15,15 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from babeltune.data.jsonl import write_jsonl_atomic
 from babeltune.evaluate.langid import LangIdThresholds, get_identifier
 from babeltune.evaluate.metrics import OVERALL, MetricRow, ScoredResponse, compute_metrics, metric_value
 from babeltune.evaluate.scoring import score_row
+
+if TYPE_CHECKING:
+    from babeltune.generate.rows import GenerationRow
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ class EvalResult:
         return format_tables(self.metrics)
 
 
-def score_generations(rows: list[dict[str, Any]], config: EvalConfig | None = None, source: str = "",
+def score_generations(rows: list[GenerationRow], config: EvalConfig | None = None, source: str = "",
                       lines: list[int] | None = None) -> list[ScoredResponse]:
     """Score generation rows (as `read_generations` returns them); `lines` name them in errors."""
     cfg = config or EvalConfig()
@@ -106,7 +109,7 @@ def evaluate(generations: str | Path, out_dir: str | Path | None = None, config:
     return result
 
 
-def agreement_rows(rows: list[dict[str, Any]], responses: list[ScoredResponse], cfg: EvalConfig) -> list[MetricRow]:
+def agreement_rows(rows: list[GenerationRow], responses: list[ScoredResponse], cfg: EvalConfig) -> list[MetricRow]:
     """How often `cfg.compare_identifier` agrees with the scoring identifier, per language and overall:
     kind `language:NAME` (same correct / wrong / undetermined verdict for the whole response) and
     `line_pass:NAME` (same LCB line-level verdict, over responses both score). Wilson intervals."""
@@ -120,7 +123,7 @@ def agreement_rows(rows: list[dict[str, Any]], responses: list[ScoredResponse], 
     for row, scored in zip(rows, responses, strict=True):
         if scored.failed:
             continue
-        text = str(row.get("response"))
+        text = str(row.response)
         verdict = language_verdict(text, scored.expected_lang, other, cfg.langid)
         confusion = confusion_verdict(text, scored.expected_lang, other)
         for scope in (scored.lang, OVERALL):
@@ -138,7 +141,7 @@ def agreement_rows(rows: list[dict[str, Any]], responses: list[ScoredResponse], 
     return out
 
 
-def write_outputs(result: EvalResult, out: Path, cfg: EvalConfig, source: Path, rows: list[dict[str, Any]]) -> None:
+def write_outputs(result: EvalResult, out: Path, cfg: EvalConfig, source: Path, rows: list[GenerationRow]) -> None:
     from babeltune.runinfo import write_run_info
 
     out.mkdir(parents=True, exist_ok=True)
@@ -149,11 +152,11 @@ def write_outputs(result: EvalResult, out: Path, cfg: EvalConfig, source: Path, 
         writer.writeheader()
         for row in result.metrics:
             writer.writerow({k: _csv_value(v) for k, v in row.to_dict().items()})
-    models = Counter(json.dumps(r.get("model"), sort_keys=True) for r in rows)
+    models = Counter(json.dumps(r.model, sort_keys=True) for r in rows)
     summary = {
         "generations": str(source),
         "models": [json.loads(m) for m in models],
-        "settings": rows[0].get("settings"),
+        "settings": rows[0].settings,
         "metrics": [_json_safe(row.to_dict()) for row in result.metrics],
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

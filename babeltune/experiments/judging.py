@@ -65,9 +65,9 @@ def judged_modifier_rows(paths: ConditionPaths, judge: RubricJudge, config: Expe
     from babeltune.judge.base import MODIFIER_CRITERION
 
     gen_rows = read_generation_rows(paths.generations("modifiers"))
-    items = [RubricItem(r["id"], r["pid"], r["lang"], r["prompt"], r["response"] or "", r["modifier"]["kind"])
-             for r in gen_rows if r.get("error") is None and isinstance(r.get("modifier"), dict)
-             and r["modifier"].get("kind") in JUDGE_SCORED_KINDS]
+    items = [RubricItem(r.id, r.pid, r.lang, r.prompt, r.response or "", r.modifier["kind"])
+             for r in gen_rows if not r.failed and isinstance(r.modifier, dict)
+             and r.modifier.get("kind") in JUDGE_SCORED_KINDS]
     if not items:
         return []
     judgements = run_rubric(items, judge, JudgementCache(paths.judge_cache("rubric-modifiers")),
@@ -100,8 +100,7 @@ def rubric_rows(conditions: Sequence[ConditionPaths], judge: RubricJudge, config
     for paths in conditions:
         rows += judged_modifier_rows(paths, judge, config)
         gen_rows = read_generation_rows(paths.generations("eval"))
-        items = [RubricItem(r["id"], r["pid"], r["lang"], r["prompt"], r["response"] or "") for r in gen_rows
-                 if r.get("error") is None]
+        items = [RubricItem(r.id, r.pid, r.lang, r.prompt, r.response or "") for r in gen_rows if not r.failed]
         failed = len(gen_rows) - len(items)
         judgements = run_rubric(items, judge, JudgementCache(paths.judge_cache("rubric")),
                                 retries=config.judge.retries, batch_size=config.judge.batch_size)

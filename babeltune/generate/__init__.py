@@ -14,8 +14,8 @@ from babeltune.generate.endpoint import (
     unload_lora_adapter,
 )
 from babeltune.generate.local import LocalBackend
+from babeltune.generate.rows import GenerationFileError, GenerationRow
 from babeltune.generate.runner import (
-    GenerationFileError,
     GenerationSummary,
     generate,
     generation_key,
@@ -37,6 +37,7 @@ __all__ = [
     "GenerationFileError",
     "GenerationRequest",
     "GenerationResult",
+    "GenerationRow",
     "GenerationSummary",
     "LocalBackend",
     "LocalConfig",
