@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEMO_CONDITIONS = ("english_only", "pinch40", "uniform")
 DIFFERENCE_COLUMNS: tuple[tuple[str, str, float], ...] = (
     ("sxs", "SxS (points)", 1.0), ("correct_language", "correct language (pp)", 100.0), ("lpr", "LPR (pp)", 100.0),
     ("modifier", "modifiers passed (pp)", 100.0))

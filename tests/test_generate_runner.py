@@ -22,7 +22,6 @@ from babeltune.generate import (
     GenerationRequest,
     GenerationResult,
     GenerationRow,
-    generate,
     read_generations,
     run_generation,
 )
@@ -69,7 +68,7 @@ def make_records(n: int, langs: Sequence[str] = ("en", "es", "zh"), same_prompts
 
 def test_rows_carry_everything_eval_needs(tmp_path: Path) -> None:
     records = make_records(4)
-    out = generate(records, EchoBackend(), SETTINGS, tmp_path / "g.jsonl")
+    out = Path(run_generation(records, EchoBackend(), SETTINGS, tmp_path / "g.jsonl").path)
     rows = read_generations(out)
     assert [r.id for r in rows] == [r.id for r in records]
     for row, rec in zip(rows, records, strict=True):
@@ -142,7 +141,7 @@ def test_a_corrupted_middle_line_is_an_error_naming_the_line(tmp_path: Path) -> 
 def test_duplicate_record_ids_are_refused(tmp_path: Path) -> None:
     records = make_records(2)
     with pytest.raises(ValueError, match="appears twice"):
-        generate([*records, records[0]], EchoBackend(), SETTINGS, tmp_path / "g.jsonl")
+        run_generation([*records, records[0]], EchoBackend(), SETTINGS, tmp_path / "g.jsonl")
 
 
 _CHILD = """

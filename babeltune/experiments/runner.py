@@ -52,8 +52,6 @@ from babeltune.judge.pairs import PairPlan, load_judgements, plan_pairs, run_jud
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("eval", "modifiers")
-
 
 class Pipeline(Protocol):
     """The stage implementations the runner calls (see `babeltune.experiments.pipeline`)."""

@@ -17,7 +17,6 @@ from babeltune.generate.local import LocalBackend
 from babeltune.generate.rows import GenerationFileError, GenerationRow
 from babeltune.generate.runner import (
     GenerationSummary,
-    generate,
     generation_key,
     read_generation_lines,
     read_generations,
@@ -44,7 +43,6 @@ __all__ = [
     "ServeConfig",
     "adapter_endpoint",
     "adapter_name",
-    "generate",
     "generate_token_ids",
     "generation_key",
     "item_seed",

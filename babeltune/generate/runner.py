@@ -108,24 +108,6 @@ class GenerationSummary:
         return text
 
 
-def generate(
-    records: Sequence[ChatRecord],
-    backend: GenerationBackend,
-    settings: DecodingSettings,
-    out_path: str | Path,
-    *,
-    overwrite: bool = False,
-    retry_failed: bool = True,
-    progress: bool = False,
-) -> Path:
-    """Generate a response for every record into `out_path` (resuming if it exists); returns the path.
-
-    `FILE.summary.json` is written beside it. See `run_generation` for the counts.
-    """
-    return Path(run_generation(records, backend, settings, out_path, overwrite=overwrite,
-                               retry_failed=retry_failed, progress=progress).path)
-
-
 def run_generation(
     records: Sequence[ChatRecord],
     backend: GenerationBackend,
@@ -136,7 +118,9 @@ def run_generation(
     retry_failed: bool = True,
     progress: bool = False,
 ) -> GenerationSummary:
-    """`generate`, returning what was done (also written to `FILE.summary.json`).
+    """Generate a response for every record into `out_path` (resuming if it exists); returns what was done
+    (also written to `FILE.summary.json`; `.path` is the file). The one entry point: a `generate(...) -> Path`
+    twin was removed, its name clashed with the backends' `generate(requests, settings)` and the package.
 
     Every record gets its own row, matched on resume by (record id, key). Under greedy decoding,
     records with the same prompt and language share one request (or a stored answer): the answer
