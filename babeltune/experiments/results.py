@@ -33,52 +33,15 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from babeltune.data.jsonl import iter_jsonl
+from babeltune.tidy import RESULT_COLUMNS, ResultRow
 
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
-
-
-@dataclass(frozen=True)
-class ResultRow:
-    condition: str
-    lang: str
-    metric: str
-    value: float
-    low: float | None = None
-    high: float | None = None
-    n: int = 0
-    invalid: int = 0
-    judge: str | None = None
-    reference: str | None = None
-    """The condition the SxS score is measured against."""
-    baseline: str | None = None
-    """Set on a paired-difference row: the value is this row's condition minus `baseline`."""
-
-    @property
-    def is_difference(self) -> bool:
-        return self.baseline is not None
-
-    def excludes_zero(self) -> bool:
-        """A difference whose CI lies wholly above or below 0."""
-        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ResultRow:
-        names = {f.name for f in fields(cls)}
-        row = {k: v for k, v in data.items() if k in names}
-        value = row.get("value")
-        row["value"] = float("nan") if value is None else float(value)
-        return cls(**row)
 
 
 def write_results(rows: Sequence[ResultRow], run_dir: str | Path, meta: dict[str, Any] | None = None) -> Path:
@@ -90,7 +53,7 @@ def write_results(rows: Sequence[ResultRow], run_dir: str | Path, meta: dict[str
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
     tmp.replace(path)
-    names = [f.name for f in fields(ResultRow)]
+    names = list(RESULT_COLUMNS)
     with (run_dir / RESULTS_CSV).open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=names)
         writer.writeheader()
@@ -259,6 +222,8 @@ def format_differences(rows: Sequence[ResultRow], metrics: Sequence[tuple[str, s
 
 def format_difference(row: ResultRow, scale: float = 1.0, digits: int = 1) -> str:
     """`+4.2 [-1.0, +9.5]*` (the star where the CI excludes 0)."""
+    if row.value is None:
+        return "n/a"
     text = f"{row.value * scale:+.{digits}f}"
     if row.low is not None and row.high is not None:
         text += f" [{row.low * scale:+.{digits}f}, {row.high * scale:+.{digits}f}]"
