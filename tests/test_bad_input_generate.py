@@ -157,7 +157,7 @@ GENERATE_CASES = [
                  ("cannot reach the endpoint {url}",), 0),
     GenerateCase("/models answers HTML", "models-html", ("--endpoint-model", ""), 2,
                  ("{url}/models: HTTP 200, content type text/html", "OpenAI-compatible"), 0),
-    GenerateCase("--out is a folder", "", (), 2, ("gen.jsonl: cannot open for writing: Is a directory",), 0,
+    GenerateCase("--out is a folder", "", (), 2, ("--out ", "gen.jsonl: is a folder; give a file path"), 0,
                  out_is_a_folder=True),
     GenerateCase("NaN temperature", "", ("--temperature", "nan"), 2, ("temperature", "finite"), 0),
     GenerateCase("NaN top_p through --set", "", ("--set", "decoding.top_p=nan"), 2, ("top_p", "finite"), 0),

@@ -93,7 +93,7 @@ def test_judge_commands_run_on_vllm(fake_vllm: type[FakeVLLMBackend], tmp_path: 
     finally:
         fake_vllm.reply = FakeVLLMBackend.reply
     rubric = json.loads((tmp_path / "rubric" / "scores.json").read_text())
-    assert rubric["all"]["criteria"]["fluency"]["mean"] == 3.0 and rubric["all"]["invalid"] == 0
+    assert rubric["all"]["criteria"]["fluency"]["value"] == 3.0 and rubric["all"]["invalid"] == 0
     args = parse(["judge", "rubric", "--generations", str(a), "--backend", "vllm", "--local-model", "m",
                   "--vllm", "dtyp=bfloat16", "--out", str(tmp_path / "r2")])
     with pytest.raises(ValueError, match="dtyp"):

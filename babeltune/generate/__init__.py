@@ -1,8 +1,8 @@
-"""Generation: backends (a local model, any OpenAI-compatible endpoint), the batched decoding engine,
-the resumable runner whose output file is also its cache, and `babeltune serve`."""
+"""Generation: backends (a local model, an in-process vLLM engine, any OpenAI-compatible endpoint), the
+batched decoding engine, the resumable runner whose output file is also its cache, and `babeltune serve`."""
 
 from babeltune.generate.backends import FinishReason, GenerationBackend, GenerationRequest, GenerationResult
-from babeltune.generate.config import GenerateConfig, LocalConfig, ServeConfig
+from babeltune.generate.config import GenerateConfig, LocalConfig, ServeConfig, VLLMConfig
 from babeltune.generate.decoding import GeneratedIds, generate_token_ids
 from babeltune.generate.endpoint import (
     EndpointBackend,
@@ -23,6 +23,7 @@ from babeltune.generate.runner import (
     run_generation,
 )
 from babeltune.generate.settings import DecodingSettings, item_seed
+from babeltune.generate.vllm import VLLMBackend, release_engines
 
 __all__ = [
     "DecodingSettings",
@@ -41,6 +42,8 @@ __all__ = [
     "LocalBackend",
     "LocalConfig",
     "ServeConfig",
+    "VLLMBackend",
+    "VLLMConfig",
     "adapter_endpoint",
     "adapter_name",
     "generate_token_ids",
@@ -49,6 +52,7 @@ __all__ = [
     "load_lora_adapter",
     "read_generation_lines",
     "read_generations",
+    "release_engines",
     "run_generation",
     "unload_lora_adapter",
 ]

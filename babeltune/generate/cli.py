@@ -17,6 +17,11 @@ _GENERATE_FLAGS: dict[str, str] = {
     "top_k": "decoding.top_k", "repetition_penalty": "decoding.repetition_penalty", "seed": "decoding.seed",
     "dtype": "local.dtype", "device": "local.device", "template": "local.template", "batch_size": "local.batch_size",
     "bf16_head": "local.bf16_head",
+    "vllm_dtype": "vllm.dtype", "vllm_tensor_parallel_size": "vllm.tensor_parallel_size",
+    "vllm_data_parallel_size": "vllm.data_parallel_size", "vllm_gpu_memory_utilization": "vllm.gpu_memory_utilization",
+    "vllm_max_model_len": "vllm.max_model_len", "vllm_max_lora_rank": "vllm.max_lora_rank",
+    "vllm_max_loras": "vllm.max_loras", "vllm_enforce_eager": "vllm.enforce_eager", "vllm_seed": "vllm.seed",
+    "vllm_max_num_seqs": "vllm.max_num_seqs", "vllm_template": "vllm.template",
     "endpoint": "endpoint.url", "endpoint_model": "endpoint.model", "api_key_env": "endpoint.api_key_env",
     "concurrency": "endpoint.concurrency", "timeout": "endpoint.timeout", "max_retries": "endpoint.max_retries",
     "languages": "languages", "per_language": "per_language", "source_lang": "source_lang",
@@ -39,7 +44,8 @@ def register(sub: Any) -> None:
     gen.add_argument("--model", help="local model: default alias, folder, PEFT adapter folder or hub id")
     gen.add_argument("--data", help="bundled:eval|modifiers, a .jsonl file/folder, or hf:NAME (default bundled:eval)")
     gen.add_argument("--out", help="output FILE.jsonl (resumed if it exists)")
-    gen.add_argument("--backend", choices=["local", "endpoint"], help="default local; --endpoint implies endpoint")
+    gen.add_argument("--backend", choices=["local", "vllm", "endpoint"],
+                     help="default local; --endpoint implies endpoint; vllm: an in-process vLLM engine")
     dec = gen.add_argument_group("decoding (defaults: study B's greedy, repetition penalty 1.2, 512 tokens)")
     dec.add_argument("--max-new-tokens", type=int)
     dec.add_argument("--temperature", type=float, help="0 = greedy")
@@ -54,6 +60,20 @@ def register(sub: Any) -> None:
     loc.add_argument("--batch-size", type=int)
     loc.add_argument("--bf16-head", choices=["auto", "on", "off"],
                      help="greedy float32: bfloat16 LM head with exact float32 rescoring (same tokens, faster)")
+    vl = gen.add_argument_group("vllm backend (--backend vllm; needs vLLM installed: README 'Development')")
+    vl.add_argument("--vllm-dtype", choices=["float32", "bfloat16", "float16", "auto"],
+                    help="engine precision (default float32: the local backend's greedy tokens)")
+    vl.add_argument("--vllm-tensor-parallel-size", type=int, help="GPUs one engine shards the model over")
+    vl.add_argument("--vllm-data-parallel-size", type=int, help="engine replicas (as vLLM supports them)")
+    vl.add_argument("--vllm-gpu-memory-utilization", type=float,
+                    help="share of GPU memory (CPU backend: of RAM) the engine reserves (default 0.9)")
+    vl.add_argument("--vllm-max-model-len", type=int, help="longest prompt + response in tokens")
+    vl.add_argument("--vllm-max-lora-rank", type=int)
+    vl.add_argument("--vllm-max-loras", type=int, help="adapters resident in one batch")
+    vl.add_argument("--vllm-max-num-seqs", type=int, help="most sequences decoded at once")
+    vl.add_argument("--vllm-enforce-eager", action="store_true", default=None, help="no CUDA graphs")
+    vl.add_argument("--vllm-seed", type=int, help="engine seed")
+    vl.add_argument("--vllm-template", choices=["auto", "gemma", "tokenizer"])
     ep = gen.add_argument_group("endpoint backend")
     ep.add_argument("--endpoint", help="base URL up to /v1, e.g. http://127.0.0.1:8000/v1")
     ep.add_argument("--endpoint-model", help="model name to request (default: the first the endpoint lists)")
@@ -108,6 +128,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
                              {"backend": "endpoint"} if args.endpoint and args.backend is None else None)
     except ConfigError as exc:
         raise ValueError(str(exc)) from exc
+    if getattr(args, "steer", None) and cfg.backend != "local":
+        raise ValueError(f"--steer needs the local backend (it edits the model's states); not --backend {cfg.backend}")
     from babeltune.outputs import check_output
 
     check_output(cfg.out, "file")
@@ -120,6 +142,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
             from babeltune.lens.generation import steer_backend
 
             backend = steer_backend(stack, backend, steer_config_from_args(args), {r.id: r.lang for r in records})
+        if cfg.backend == "vllm":  # shut the engine's processes down when the command ends
+            from babeltune.generate.vllm import release_engines
+
+            stack.callback(release_engines)
         summary = run_generation(records, backend, cfg.decoding, cfg.out, overwrite=cfg.overwrite,
                                  retry_failed=cfg.retry_failed, progress=sys.stderr.isatty())
     print(summary.line())

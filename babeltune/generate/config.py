@@ -58,8 +58,14 @@ class VLLMConfig:
     seed: int = 0
     """Engine seed (per-prompt sampling seeds come from the decoding settings)."""
     trust_remote_code: bool = False
+    max_num_seqs: int | None = None
+    """Most sequences the engine decodes at once (None: vLLM's default)."""
+    template: Literal["auto", "gemma", "tokenizer"] = "auto"
+    """Chat template babeltune renders prompts with (the one training used); not an engine setting."""
 
     def __post_init__(self) -> None:
+        if self.max_num_seqs is not None and self.max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
         if self.tensor_parallel_size < 1 or self.data_parallel_size < 1:
             raise ValueError("tensor_parallel_size and data_parallel_size must be >= 1")
         if not 0 < self.gpu_memory_utilization <= 1:
@@ -75,7 +81,7 @@ class GenerateConfig:
     out: str = ""
     """Output JSONL (also the cache: rerunning resumes). FILE.summary.json is written beside it."""
     model: str = "gemma-3-270m"
-    """Local backend: the default alias, a model or PEFT adapter folder, or a hub id."""
+    """Local and vllm backends: the default alias, a model or PEFT adapter folder, or a hub id."""
     data: str = "bundled:eval"
     """Prompts: bundled:eval|modifiers|train, a .jsonl file or folder, or hf:NAME_OR_PATH."""
     backend: Literal["local", "vllm", "endpoint"] = "local"

@@ -83,11 +83,7 @@ class LocalBackend:
         return self._head
 
     def stop_ids(self, settings: DecodingSettings) -> list[int]:
-        ids = list(self.template.stop_token_ids(self.tokenizer))
-        eos = self.tokenizer.eos_token_id
-        if settings.stop_on_eos and eos is not None and eos not in ids:
-            ids.append(int(eos))
-        return ids
+        return stop_ids(self.template, self.tokenizer, settings)
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -124,6 +120,15 @@ class LocalBackend:
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             yield GenerationResult(rendered[out.index].id, text, out.finish_reason, out.prompt_tokens,
                                    len(out.token_ids))
+
+
+def stop_ids(template: Any, tokenizer: Any, settings: DecodingSettings) -> list[int]:
+    """Where generation stops: the template's end-of-turn ids, and EOS unless `stop_on_eos` is off."""
+    ids = list(template.stop_token_ids(tokenizer))
+    eos = tokenizer.eos_token_id
+    if settings.stop_on_eos and eos is not None and eos not in ids:
+        ids.append(int(eos))
+    return ids
 
 
 def loaded_fingerprint(path: str, adapter: str | None) -> str:
