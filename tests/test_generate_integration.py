@@ -78,7 +78,7 @@ def test_all_languages_generate_and_evaluate(local_file: Path, records: list[Any
     assert all(r.error is None and isinstance(r.response, str) for r in rows)
     assert all(r.finish_reason in ("stop", "length") and 1 <= r.completion_tokens <= 8 for r in rows)
     result = evaluate(local_file, tmp_path / "ev")
-    assert {m.scope for m in result.metrics} == {*STUDY_A_LANGUAGES, "overall"}
+    assert {m.lang for m in result.metrics} == {*STUDY_A_LANGUAGES, "overall"}
     assert result.value("responses") == len(rows) and result.value("failed_rate") == 0.0
     assert result.row("modifier_pass_rate", "overall", "all") is not None
 

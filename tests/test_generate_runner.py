@@ -153,7 +153,7 @@ run_generation(make_records({n}, same_prompts={dup}), EchoBackend(delay={delay})
 """
 
 
-def _essentials(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+def _essentials(rows: list[GenerationRow]) -> list[tuple[Any, ...]]:
     return sorted((r.id, r.key, r.prompt, r.response, r.finish_reason, r.error) for r in rows)
 
 

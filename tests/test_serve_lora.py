@@ -23,6 +23,7 @@ from babeltune.generate import (
     EndpointError,
     GenerationRequest,
     GenerationResult,
+    GenerationRow,
     LocalBackend,
     adapter_endpoint,
     adapter_name,
@@ -278,7 +279,7 @@ def test_babeltune_serve_enable_lora_on_the_default_model(tmp_path: Path) -> Non
         proc.wait(timeout=60)
     local = read_generations(run_generation(records, LocalBackend.from_pretrained(adapter), settings,
                                             tmp_path / "local.jsonl").path)
-    def answers(rows: list[dict[str, Any]]) -> dict[str, str]:
+    def answers(rows: list[GenerationRow]) -> dict[str, str | None]:
         return {r.id: r.response for r in rows}
 
     assert answers(remote) == answers(local)
