@@ -19,12 +19,10 @@ under 10) on a 2-core CPU.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 from typing import Any
 
-DEMO_CONDITIONS = ("english_only", "pinch40", "uniform")
 DIFFERENCE_COLUMNS: tuple[tuple[str, str, float], ...] = (
     ("sxs", "SxS (points)", 1.0), ("correct_language", "correct language (pp)", 100.0), ("lpr", "LPR (pp)", 100.0),
     ("modifier", "modifiers passed (pp)", 100.0))
@@ -98,9 +96,9 @@ def summary_table(rows: list[Any], conditions: list[str], judge: str) -> str:
     def cell(cond: str, metric: str, scale: float, lang: str = "all", digits: int = 1) -> str:
         found = [r for r in rows if r.condition == cond and r.metric == metric and r.lang == lang
                  and not r.is_difference and (metric != "sxs" or r.judge == judge)]
-        if not found or math.isnan(found[0].value):
+        r = found[0] if found else None
+        if r is None or r.value is None:
             return "n/a"
-        r = found[0]
         if metric == "sxs" and r.reference == cond:
             return "(itself)"  # judged against its own responses: 50 by construction, no interval
         text = f"{r.value * scale:.{digits}f}"

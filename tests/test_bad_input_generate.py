@@ -186,16 +186,16 @@ def test_generate_bad_endpoints_and_settings(case: GenerateCase, endpoint: str, 
     rows = read_generations(out) if out.is_file() else []
     assert len(rows) == case.rows
     if rows:
-        assert sorted(r["id"] for r in rows) == ["a-en", "b-en", "c-es"]
-    failed = [r for r in rows if r["error"] is not None]
+        assert sorted(r.id for r in rows) == ["a-en", "b-en", "c-es"]
+    failed = [r for r in rows if r.error is not None]
     assert len(failed) == case.failed_rows
     for row in failed:
-        assert base in row["error"] and row["finish_reason"] == "error"
-        assert (row["extra"]["attempts"], row["extra"]["status"]) == (case.attempts, case.status)
+        assert base in row.error and row.finish_reason == "error"
+        assert (row.extra["attempts"], row.extra["status"]) == (case.attempts, case.status)
     if case.mode == "ok":
         assert _Misbehaving.posts["ok"] == 2, "greedy: one request serves both records with the same prompt"
-        assert {r["response"] for r in rows} == {VERDICT}
-        assert rows[1 if rows[0]["id"] == "a-en" else 0]["extra"].get("same_prompt_as") in (None, "a-en")
+        assert {r.response for r in rows} == {VERDICT}
+        assert rows[1 if rows[0].id == "a-en" else 0].extra.get("same_prompt_as") in (None, "a-en")
         code, text = _run(["generate", "--endpoint", base, "--endpoint-model", "m", "--data", str(data),
                            "--out", str(out)], capsys, caplog)
         assert code == 0 and "3 prompts: 3 reused, 0 generated" in text, text
@@ -224,7 +224,7 @@ def test_overwrite_waits_for_the_lock_and_names_the_writer(tmp_path: Path) -> No
             child.kill()
             child.wait()
     rows = read_generations(out)
-    assert len(rows) == n and all(r["model"]["tag"] == "v1" for r in rows)
+    assert len(rows) == n and all(r.model["tag"] == "v1" for r in rows)
     assert not out.with_name("g.jsonl.lock").exists(), "the lock file is removed when its writer ends"
 
 
@@ -249,11 +249,11 @@ def test_generate_killed_mid_run_resumes_to_the_uninterrupted_rows(endpoint: str
     assert main([*argv, "--out", str(out)]) == 0
     assert main([*argv, "--out", str(tmp_path / "whole.jsonl")]) == 0
     rows, whole = read_generations(out), read_generations(tmp_path / "whole.jsonl")
-    assert len(rows) == 30 and sorted(r["id"] for r in rows) == [p["id"] for p in prompts]
-    essentials = [(r["id"], r["key"], r["response"], r["finish_reason"], r["error"]) for r in rows]
-    assert sorted(essentials) == sorted((r["id"], r["key"], r["response"], r["finish_reason"], r["error"])
+    assert len(rows) == 30 and sorted(r.id for r in rows) == [p["id"] for p in prompts]
+    essentials = [(r.id, r.key, r.response, r.finish_reason, r.error) for r in rows]
+    assert sorted(essentials) == sorted((r.id, r.key, r.response, r.finish_reason, r.error)
                                         for r in whole)
-    assert all(r["response"] == f"answer to: {r['prompt']}" for r in rows)
+    assert all(r.response == f"answer to: {r.prompt}" for r in rows)
 
 
 # --- babeltune serve -------------------------------------------------------------------------------------

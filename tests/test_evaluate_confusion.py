@@ -101,7 +101,7 @@ def test_lpr_wpr_lcpr_hand_computed() -> None:
     assert value("line_pass_rate", "overall") == pytest.approx(5 / 6)
     assert metric_value(rows, "confusion_skipped", "zh").n == 1  # type: ignore[union-attr]
     lcpr = metric_value(rows, "lcpr", "overall")
-    assert lcpr is not None and lcpr.ci_low < lcpr.value < lcpr.ci_high
+    assert lcpr is not None and lcpr.low < lcpr.value < lcpr.high
 
 
 def test_fasttext_identifier_on_real_text_and_agreement(tmp_path: Path) -> None:
@@ -121,6 +121,6 @@ def test_fasttext_identifier_on_real_text_and_agreement(tmp_path: Path) -> None:
     assert result.value("line_pass_rate") == pytest.approx(2 / 3)
     assert result.value("word_pass_rate", "zh") == 0.0
     agree = result.row("identifier_agreement", kind="line_pass:py3langid")
-    assert agree is not None and agree.n == 3 and 0 <= agree.ci_low <= agree.value <= agree.ci_high <= 1
+    assert agree is not None and agree.n == 3 and 0 <= agree.low <= agree.value <= agree.high <= 1
     table = (tmp_path / "ev" / "table.txt").read_text()
     assert "Language confusion" in table and "LPR" in table and "line_pass:py3langid" in table

@@ -97,7 +97,7 @@ def test_vllm_backend_gets_its_settings_and_engines_are_released_once(
     assert [Path(m).parent.name for m, _ in fake_vllm["loaded"]] == ["mono-en", "mono-es"]  # once per model
     assert all(c.gpu_memory_utilization == 0.15 for _, c in fake_vllm["loaded"])
     rows = read_generations(out / "mono-es" / "modifiers.jsonl")
-    assert rows and all(r["response"].startswith("vllm ") and r["response"].endswith(" 9") for r in rows)
+    assert rows and all(r.response.startswith("vllm ") and r.response.endswith(" 9") for r in rows)
     assert fake_vllm["released"] == 0
     pipe.release()
     assert fake_vllm["released"] == 1
@@ -110,7 +110,7 @@ def test_endpoint_backend_loads_each_adapter_by_name_while_it_generates(
                                               "endpoint": {"url": "http://127.0.0.1:8000/v1"}})
     assert fake_endpoint == ["load mono-en", "unload mono-en", "load mono-es"]  # both splits on one load
     rows = read_generations(out / "mono-en" / "eval.jsonl")
-    assert {r["response"] for r in rows} == {"endpoint http://127.0.0.1:8000/v1 mono-en 512"}
+    assert {r.response for r in rows} == {"endpoint http://127.0.0.1:8000/v1 mono-en 512"}
     pipe.release()
     assert fake_endpoint[-1] == "unload mono-es"
 

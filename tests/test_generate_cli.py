@@ -43,10 +43,10 @@ def test_generate_then_resume_then_eval(tiny_dir: Path, prompts: Path, tmp_path:
     assert main([*args, "--languages", "en,es"]) == 0
     assert "4 generated, 0 failed" in capsys.readouterr().out
     rows = read_generations(out)
-    assert sorted(r["lang"] for r in rows) == ["en", "en", "es", "es"]
-    assert rows[0]["settings"]["repetition_penalty"] == 1.0 and rows[0]["settings"]["max_new_tokens"] == 4
-    assert rows[0]["model"]["fingerprint"] and rows[0]["model"]["dtype"] == "float32"
-    assert [r["modifier"] for r in rows if r["id"] == "p000-es"] == [{"kind": "list_items", "n": 3}]
+    assert sorted(r.lang for r in rows) == ["en", "en", "es", "es"]
+    assert rows[0].settings["repetition_penalty"] == 1.0 and rows[0].settings["max_new_tokens"] == 4
+    assert rows[0].model["fingerprint"] and rows[0].model["dtype"] == "float32"
+    assert [r.modifier for r in rows if r.id == "p000-es"] == [{"kind": "list_items", "n": 3}]
     assert main([*args, "--per-language", "2"]) == 0  # all languages now: en/es reused, zh generated
     assert "4 reused, 2 generated" in capsys.readouterr().out
     assert main(["eval", "--generations", str(out), "--out", str(tmp_path / "ev"), "--bootstrap", "50"]) == 0
@@ -97,11 +97,11 @@ def test_generate_through_babeltune_serve(serve_process: tuple[str, Any], tiny_d
                  str(tmp_path / "remote.jsonl"), *common]) == 0
     assert main(["generate", "--model", str(tiny_dir), "--out", str(tmp_path / "local.jsonl"), *common]) == 0
     capsys.readouterr()
-    remote = {r["id"]: r for r in read_generations(tmp_path / "remote.jsonl")}
-    local = {r["id"]: r for r in read_generations(tmp_path / "local.jsonl")}
+    remote = {r.id: r for r in read_generations(tmp_path / "remote.jsonl")}
+    local = {r.id: r for r in read_generations(tmp_path / "local.jsonl")}
     assert sorted(remote) == sorted(local) and len(local) == 4
-    assert all(remote[k]["response"] == local[k]["response"] for k in local)
-    assert remote["p000-zh"]["model"] == {"backend": "endpoint", "url": url, "model": "tiny"}
+    assert all(remote[k].response == local[k].response for k in local)
+    assert remote["p000-zh"].model == {"backend": "endpoint", "url": url, "model": "tiny"}
     monkeypatch.delenv("BT_CLIENT_KEY")  # no token: every request refused, recorded, exit status 1
     assert main(["generate", "--endpoint", url, "--api-key-env", "BT_CLIENT_KEY", "--endpoint-model", "tiny",
                  "--out", str(tmp_path / "refused.jsonl"), *common]) == 1
@@ -133,8 +133,8 @@ def test_a_peft_adapter_generates_and_has_its_own_fingerprint(tiny_dir: Path, pr
     capsys.readouterr()
     tuned_rows = read_generations(tmp_path / "tuned.jsonl")
     base_rows = read_generations(tmp_path / "base.jsonl")
-    assert tuned_rows[0]["model"]["fingerprint"] == tuned.fingerprint
-    assert [r["response"] for r in tuned_rows] != [r["response"] for r in base_rows]
+    assert tuned_rows[0].model["fingerprint"] == tuned.fingerprint
+    assert [r.response for r in tuned_rows] != [r.response for r in base_rows]
     # The adapter's LoRA layers sit inside the decoder: the bf16 greedy head sees them.
     from babeltune.data.records import Message
     from babeltune.generate import DecodingSettings, GenerationRequest

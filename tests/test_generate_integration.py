@@ -13,8 +13,14 @@ import torch
 
 from babeltune.data import read_records
 from babeltune.data.readers import bundled_path
-from babeltune.generate import DecodingSettings, EndpointBackend, EndpointConfig, LocalBackend, read_generations
-from babeltune.generate import generate as generate_file
+from babeltune.generate import (
+    DecodingSettings,
+    EndpointBackend,
+    EndpointConfig,
+    LocalBackend,
+    read_generations,
+    run_generation,
+)
 from babeltune.generate.decoding import generate_token_ids
 from babeltune.generate.server import start_server
 from babeltune.languages import STUDY_A_LANGUAGES
@@ -60,7 +66,7 @@ def test_batched_greedy_equals_generate_on_the_default_model(backend: LocalBacke
 @pytest.fixture(scope="module")
 def local_file(backend: LocalBackend, records: list[Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("gen") / "local.jsonl"
-    return generate_file(records, backend, DecodingSettings(max_new_tokens=8), out)
+    return Path(run_generation(records, backend, DecodingSettings(max_new_tokens=8), out).path)
 
 
 def test_all_languages_generate_and_evaluate(local_file: Path, records: list[Any], tmp_path: Path) -> None:
@@ -68,11 +74,11 @@ def test_all_languages_generate_and_evaluate(local_file: Path, records: list[Any
 
     rows = read_generations(local_file)
     assert len(rows) == len(records) == 2 * len(STUDY_A_LANGUAGES)
-    assert {r["lang"] for r in rows} == set(STUDY_A_LANGUAGES)
-    assert all(r["error"] is None and isinstance(r["response"], str) for r in rows)
-    assert all(r["finish_reason"] in ("stop", "length") and 1 <= r["completion_tokens"] <= 8 for r in rows)
+    assert {r.lang for r in rows} == set(STUDY_A_LANGUAGES)
+    assert all(r.error is None and isinstance(r.response, str) for r in rows)
+    assert all(r.finish_reason in ("stop", "length") and 1 <= r.completion_tokens <= 8 for r in rows)
     result = evaluate(local_file, tmp_path / "ev")
-    assert {m.scope for m in result.metrics} == {*STUDY_A_LANGUAGES, "overall"}
+    assert {m.lang for m in result.metrics} == {*STUDY_A_LANGUAGES, "overall"}
     assert result.value("responses") == len(rows) and result.value("failed_rate") == 0.0
     assert result.row("modifier_pass_rate", "overall", "all") is not None
 
@@ -89,10 +95,10 @@ def test_generation_through_the_server_equals_local(served: str, local_file: Pat
                                                    tmp_path: Path) -> None:
     client = EndpointBackend(EndpointConfig(url=served, api_key_env="", concurrency=6))
     subset = records[::3]  # eval and modifier prompts, 8 languages
-    remote = read_generations(generate_file(subset, client, DecodingSettings(max_new_tokens=8),
-                                            tmp_path / "remote.jsonl"))
-    local = {r["id"]: r for r in read_generations(local_file)}
+    remote = read_generations(run_generation(subset, client, DecodingSettings(max_new_tokens=8),
+                                             tmp_path / "remote.jsonl").path)
+    local = {r.id: r for r in read_generations(local_file)}
     assert len(remote) == len(subset)
     for row in remote:
-        assert row["error"] is None
-        assert row["response"] == local[row["id"]]["response"], row["id"]
+        assert row.error is None
+        assert row.response == local[row.id].response, row.id

@@ -21,11 +21,11 @@ from babeltune.generate import (
     GenerationFileError,
     GenerationRequest,
     GenerationResult,
-    generate,
+    GenerationRow,
     read_generations,
     run_generation,
 )
-from babeltune.generate.runner import ROW_FIELDS
+from babeltune.generate.rows import ROW_FIELDS
 
 SETTINGS = DecodingSettings(max_new_tokens=8)
 
@@ -68,16 +68,16 @@ def make_records(n: int, langs: Sequence[str] = ("en", "es", "zh"), same_prompts
 
 def test_rows_carry_everything_eval_needs(tmp_path: Path) -> None:
     records = make_records(4)
-    out = generate(records, EchoBackend(), SETTINGS, tmp_path / "g.jsonl")
+    out = Path(run_generation(records, EchoBackend(), SETTINGS, tmp_path / "g.jsonl").path)
     rows = read_generations(out)
-    assert [r["id"] for r in rows] == [r.id for r in records]
+    assert [r.id for r in rows] == [r.id for r in records]
     for row, rec in zip(rows, records, strict=True):
-        assert set(row) == set(ROW_FIELDS)
-        assert row["response"] == f"echo: {rec.prompt}" and row["reference"] == rec.response
-        assert row["messages"] == [{"role": "user", "content": rec.prompt}]
-        assert row["modifier"] == rec.meta.get("modifier")
-        assert row["settings"] == SETTINGS.to_dict() and row["model"] == {"backend": "echo", "tag": "v1"}
-        assert row["finish_reason"] == "stop" and row["completion_tokens"] == 3 and row["error"] is None
+        assert list(row.to_dict()) == list(ROW_FIELDS)
+        assert row.response == f"echo: {rec.prompt}" and row.reference == rec.response
+        assert row.messages == [{"role": "user", "content": rec.prompt}]
+        assert row.modifier == rec.meta.get("modifier")
+        assert row.settings == SETTINGS.to_dict() and row.model == {"backend": "echo", "tag": "v1"}
+        assert row.finish_reason == "stop" and row.completion_tokens == 3 and row.error is None
     summary = json.loads((tmp_path / "g.summary.json").read_text())
     assert summary["generated"] == 4 and summary["versions"]["torch"]
 
@@ -90,7 +90,7 @@ def test_rerun_reuses_cache_and_other_settings_are_refused(tmp_path: Path) -> No
     summary = run_generation(records, backend, SETTINGS, out)
     assert summary.reused == 4 and summary.generated == 2
     assert backend.calls == [r.id for r in records[4:]]
-    assert [r["id"] for r in read_generations(out)] == [r.id for r in records]
+    assert [r.id for r in read_generations(out)] == [r.id for r in records]
     with pytest.raises(GenerationFileError, match="other decoding settings"):
         run_generation(records, EchoBackend(), DecodingSettings(max_new_tokens=9), out)
     with pytest.raises(GenerationFileError, match="another model"):
@@ -104,16 +104,16 @@ def test_failures_are_recorded_then_retried(tmp_path: Path) -> None:
     out = tmp_path / "g.jsonl"
     first = run_generation(records, EchoBackend(fail=[records[1].id, records[3].id]), SETTINGS, out)
     assert (first.generated, first.failed) == (3, 2)
-    failed = [r for r in read_generations(out) if r["error"] is not None]
-    assert [r["id"] for r in failed] == [records[1].id, records[3].id]
-    assert all(r["response"] is None and r["finish_reason"] == "error" for r in failed)
+    failed = [r for r in read_generations(out) if r.error is not None]
+    assert [r.id for r in failed] == [records[1].id, records[3].id]
+    assert all(r.response is None and r.finish_reason == "error" for r in failed)
     backend = EchoBackend()
     second = run_generation(records, backend, SETTINGS, out)
     assert (second.retried, second.reused, second.generated) == (2, 3, 2)
     assert sorted(backend.calls) == sorted([records[1].id, records[3].id])
     rows = read_generations(out)
-    assert sorted(r["id"] for r in rows) == sorted(r.id for r in records)
-    assert all(r["error"] is None for r in rows)
+    assert sorted(r.id for r in rows) == sorted(r.id for r in records)
+    assert all(r.error is None for r in rows)
 
 
 def test_partial_last_line_is_dropped_and_redone(tmp_path: Path) -> None:
@@ -124,7 +124,7 @@ def test_partial_last_line_is_dropped_and_redone(tmp_path: Path) -> None:
         fh.write('{"id": "q002-zh", "pid": "q0')  # what a kill in the middle of a write leaves
     summary = run_generation(records, EchoBackend(), SETTINGS, out)
     assert (summary.partial_lines_dropped, summary.reused, summary.generated) == (1, 2, 1)
-    assert [r["id"] for r in read_generations(out)] == [r.id for r in records]
+    assert [r.id for r in read_generations(out)] == [r.id for r in records]
 
 
 def test_a_corrupted_middle_line_is_an_error_naming_the_line(tmp_path: Path) -> None:
@@ -141,7 +141,7 @@ def test_a_corrupted_middle_line_is_an_error_naming_the_line(tmp_path: Path) -> 
 def test_duplicate_record_ids_are_refused(tmp_path: Path) -> None:
     records = make_records(2)
     with pytest.raises(ValueError, match="appears twice"):
-        generate([*records, records[0]], EchoBackend(), SETTINGS, tmp_path / "g.jsonl")
+        run_generation([*records, records[0]], EchoBackend(), SETTINGS, tmp_path / "g.jsonl")
 
 
 _CHILD = """
@@ -153,8 +153,8 @@ run_generation(make_records({n}, same_prompts={dup}), EchoBackend(delay={delay})
 """
 
 
-def _essentials(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    return sorted((r["id"], r["key"], r["prompt"], r["response"], r["finish_reason"], r["error"]) for r in rows)
+def _essentials(rows: list[GenerationRow]) -> list[tuple[Any, ...]]:
+    return sorted((r.id, r.key, r.prompt, r.response, r.finish_reason, r.error) for r in rows)
 
 
 @pytest.mark.parametrize("same_prompts", [False, True], ids=["distinct prompts", "pairs of records share a prompt"])
@@ -177,9 +177,9 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path: Path, same_p
     summary = run_generation(records, backend, SETTINGS, out)
     assert summary.reused == done_before and summary.generated == n - done_before
     rows = read_generations(out)  # raises on any duplicate id
-    assert sorted(r["id"] for r in rows) == sorted(r.id for r in records)
-    assert all(r["response"] == f"echo: {r['prompt']}" for r in rows)
-    assert len(set(backend.calls) & {r["id"] for r in rows[:done_before]}) == 0
+    assert sorted(r.id for r in rows) == sorted(r.id for r in records)
+    assert all(r.response == f"echo: {r.prompt}" for r in rows)
+    assert len(set(backend.calls) & {r.id for r in rows[:done_before]}) == 0
     uninterrupted = tmp_path / "uninterrupted.jsonl"
     run_generation(records, EchoBackend(), SETTINGS, uninterrupted)
     assert _essentials(rows) == _essentials(read_generations(uninterrupted))
@@ -195,8 +195,8 @@ def test_records_with_the_same_prompt_each_get_a_row(tmp_path: Path) -> None:
     assert "6 generated (3 sharing the answer of an identical prompt)" in summary.line()
     assert backend.calls == ["q000-en", "q002-es", "q004-zh"], "greedy: one request per distinct prompt"
     rows = read_generations(out)
-    assert [r["id"] for r in rows] == [r.id for r in records]
-    assert rows[1]["response"] == rows[0]["response"] and rows[1]["extra"]["same_prompt_as"] == "q000-en"
+    assert [r.id for r in rows] == [r.id for r in records]
+    assert rows[1].response == rows[0].response and rows[1].extra["same_prompt_as"] == "q000-en"
     # a record added later with a prompt already answered takes the stored answer, without a request;
     # the same prompt in another language is asked (a steered model answers per language)
     more = [*records, ChatRecord("late-es", "late", "es", (Message("user", "prompt 2"),), {}),
@@ -204,7 +204,7 @@ def test_records_with_the_same_prompt_each_get_a_row(tmp_path: Path) -> None:
     again = EchoBackend()
     summary = run_generation(more, again, SETTINGS, out)
     assert (summary.reused, summary.generated, summary.same_prompt, again.calls) == (6, 2, 1, ["late-en"])
-    assert [r["response"] for r in read_generations(out)[-2:]] == ["echo: prompt 2"] * 2
+    assert [r.response for r in read_generations(out)[-2:]] == ["echo: prompt 2"] * 2
     # sampling: each record has its own seed, so each gets its own request
     sampled = EchoBackend()
     run_generation(records, sampled, DecodingSettings(max_new_tokens=8, temperature=0.7), tmp_path / "s.jsonl")
@@ -224,3 +224,48 @@ def test_two_writers_on_one_file_are_refused(tmp_path: Path) -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_line_separator_in_a_response_stays_in_its_row(tmp_path: Path) -> None:
+    """U+2028 / U+2029 / U+0085 are written as themselves (ensure_ascii=False); lines split on newline only."""
+    records = [ChatRecord(f"s{i}-en", f"s{i}", "en", (Message("user", f"one{sep}two"), Message("assistant", "r")), {})
+               for i, sep in enumerate(("\u2028", "\u2029", "\x85", "\x1c"))]
+    out = tmp_path / "g.jsonl"
+    run_generation(records, EchoBackend(), SETTINGS, out)
+    assert "\u2028" in out.read_text(encoding="utf-8")
+    rows = read_generations(out)
+    assert [r.response for r in rows] == [f"echo: {rec.prompt}" for rec in records]
+    assert run_generation(records, EchoBackend(), SETTINGS, out).reused == len(records)
+
+
+def test_rows_round_trip_byte_for_byte_and_keep_unknown_keys(tmp_path: Path) -> None:
+    """A generation file is a cache users keep: reading a row and writing it back gives the same line,
+    and a key this version does not know is kept (after the known ones), never dropped."""
+    out = tmp_path / "g.jsonl"
+    run_generation(make_records(3), EchoBackend(fail=["q001-es"]), SETTINGS, out)
+    lines = out.read_bytes().splitlines(keepends=True)
+    rows = read_generations(out)
+    assert [(json.dumps(r.to_dict(), ensure_ascii=False) + "\n").encode() for r in rows] == lines
+    extended = {**json.loads(lines[0]), "annotator": "kept"}
+    assert GenerationRow.from_dict(extended).to_dict() == extended
+    run_generation(make_records(3), EchoBackend(), SETTINGS, out)  # retries the failed row: rewrites the file
+    assert out.read_bytes().splitlines(keepends=True)[:2] == [lines[0], lines[2]]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"id": 7}, "field 'id': must be a string"),
+    ({"response": ["x"]}, "field 'response': must be a string or null"),
+    ({"completion_tokens": "3"}, "field 'completion_tokens': must be an integer or null"),
+    ({"finish_reason": None}, "field 'finish_reason': must be a string"),
+])
+def test_a_bad_row_names_file_line_and_field(tmp_path: Path, change: dict[str, Any], message: str) -> None:
+    out = tmp_path / "g.jsonl"
+    run_generation(make_records(2), EchoBackend(), SETTINGS, out)
+    first, second = out.read_text(encoding="utf-8").splitlines()
+    out.write_text(first + "\n" + json.dumps({**json.loads(second), **change}) + "\n", encoding="utf-8")
+    with pytest.raises(GenerationFileError, match=rf"g\.jsonl:2: {message}"):
+        read_generations(out)
+    lines = first + "\n" + json.dumps({k: v for k, v in json.loads(second).items() if k != "lang"}) + "\n"
+    out.write_text(lines, encoding="utf-8")
+    with pytest.raises(GenerationFileError, match=r"g\.jsonl:2: field 'lang': missing"):
+        read_generations(out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,3 +69,34 @@ def test_judgements_with_a_line_separator_in_a_reply_read_back(tmp_path: Path) -
     judgement = SxSJudgement("a-en", "a", "en", "win", (1, 2), (1, 1), ("[[1]]\u2028", "x\u2029[[2]]"))
     save_judgements(tmp_path / "j.jsonl", [judgement])
     assert load_judgements(tmp_path / "j.jsonl") == [judgement]
+
+
+def test_writer_round_trips_and_appends_whole_lines(tmp_path: Path) -> None:
+    from babeltune.data.jsonl import JSONLAppender, append_jsonl, split_torn_tail, write_jsonl_atomic
+
+    path = tmp_path / "w.jsonl"
+    values = [{"a": "x\u2028y"}, [1, 2], "é"]
+    assert write_jsonl_atomic(path, values) == 3
+    append_jsonl(path, {"b": None})
+    sink = JSONLAppender(path)
+    sink.append({"c": 1})
+    sink.close()
+    data = path.read_bytes()
+    assert data.count(b"\n") == 5 and "x\u2028y".encode() in data  # ensure_ascii=False: text as itself
+    assert [v for _, v in iter_jsonl(path)] == [*values, {"b": None}, {"c": 1}]
+    assert split_torn_tail(data + b'{"d": ') == (data, 6)
+
+
+def test_atomic_write_that_fails_leaves_the_old_file(tmp_path: Path) -> None:
+    from babeltune.data.jsonl import write_jsonl_atomic
+
+    path = tmp_path / "w.jsonl"
+    write_jsonl_atomic(path, [{"a": 1}])
+
+    def broken() -> Any:
+        yield {"a": 2}
+        raise RuntimeError("disk gone")
+
+    with pytest.raises(RuntimeError):
+        write_jsonl_atomic(path, broken())
+    assert path.read_text() == '{"a": 1}\n' and [p.name for p in tmp_path.iterdir()] == ["w.jsonl"]

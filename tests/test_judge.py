@@ -400,3 +400,10 @@ def test_judge_agreement() -> None:
     invalid = [SxSJudgement(j.id, j.pid, j.lang, "invalid", (None, None), (2, 2), ("", "")) for j in oracle[:2]]
     partial = judge_agreement(invalid + oracle[2:], oracle)
     assert partial.n == 4 and partial.excluded == 2
+
+
+def test_cache_keeps_a_line_separator_in_a_value(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    JudgementCache(path).put("k1", {"raw": "a\u2028b\x85c"})
+    reopened = JudgementCache(path)
+    assert reopened.torn_lines == 0 and reopened.get("k1") == {"raw": "a\u2028b\x85c"}

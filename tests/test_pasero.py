@@ -88,3 +88,15 @@ def test_errors_name_the_file_and_line(tmp_path: Path) -> None:
         load_records(f"pasero:{tmp_path / 'missing'}")
     with pytest.raises(FileNotFoundError, match=r"no modifiers\.LANG\.jsonl"):
         load_records(f"pasero:{tmp_path}@modifiers")
+
+
+def test_lines_split_on_newline_only_and_bad_bytes_are_file_line_errors(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path / "data", ("en",))
+    path = folder / "alpacaeval_test_subset.en.jsonl"
+    first = json.dumps([{"role": "user", "content": "one\u2028two\x85three"}], ensure_ascii=False)
+    path.write_bytes(first.encode() + b"\r\n" + b'[{"role": "user", "content": "caf\xe9"}]\n')
+    with pytest.raises(ValueError, match=r"alpacaeval_test_subset\.en\.jsonl:2: field '<line>': not UTF-8"):
+        load_records(f"pasero:{folder}@alpacaeval")
+    kept = load_records(f"pasero:{folder}@alpacaeval", on_invalid="skip")
+    assert kept.report.rejected == {"not_utf8": 1}
+    assert [r.prompt for r in kept.records] == ["one\u2028two\x85three"]

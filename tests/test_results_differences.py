@@ -151,3 +151,17 @@ def test_report_shows_the_differences_and_marks_those_excluding_zero(tmp_path: P
     assert "Differences from x" in page
     assert "<td class='num excludes-zero'>+30.0 [+10.0, +50.0]*</td>" in page
     assert "<td class='num'>-5.0 [-20.0, +10.0]</td>" in page
+
+
+def test_one_row_type_whose_missing_numbers_are_none(tmp_path: Path) -> None:
+    """Evaluation and experiments share `ResultRow`; a NaN from the statistics becomes None, written as an
+    empty CSV cell and JSON null, in each file's own columns."""
+    from babeltune.tidy import METRIC_COLUMNS, RESULT_COLUMNS
+
+    row = ResultRow("c", "all", "x", float("nan"), float("nan"), None, 0, kind="k")
+    assert (row.value, row.low, row.high) == (None, None, None)
+    write_results([row], tmp_path)
+    assert (tmp_path / "results.csv").read_text().splitlines() == [",".join(RESULT_COLUMNS), "c,all,x,,,,0,0,,,"]
+    assert json.loads((tmp_path / "results.json").read_text())["rows"] == [row.to_dict()]
+    assert list(row.to_metric_dict()) == [column for column, _ in METRIC_COLUMNS]
+    assert row.to_metric_dict()["ci_low"] is None and row.to_metric_dict()["scope"] == "all"

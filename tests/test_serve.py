@@ -79,13 +79,13 @@ def test_served_generations_equal_local_ones(served: Any, monkeypatch: pytest.Mo
     local = read_generations(run_generation(records, backend, settings, tmp_path / "local.jsonl").path)
     remote = read_generations(run_generation(records, _client(server.url, monkeypatch), settings,
                                              tmp_path / "remote.jsonl").path)
-    by_id = {r["id"]: r for r in remote}
+    by_id = {r.id: r for r in remote}
     for row in local:
-        other = by_id[row["id"]]
-        assert other["error"] is None
-        assert other["response"] == row["response"]
-        assert (other["prompt_tokens"], other["completion_tokens"]) == (row["prompt_tokens"], row["completion_tokens"])
-        assert other["extra"]["system_fingerprint"] == backend.fingerprint[:32]
+        other = by_id[row.id]
+        assert other.error is None
+        assert other.response == row.response
+        assert (other.prompt_tokens, other.completion_tokens) == (row.prompt_tokens, row.completion_tokens)
+        assert other.extra["system_fingerprint"] == backend.fingerprint[:32]
 
 
 def test_wrong_token_is_a_recorded_failure_without_retries(served: Any, monkeypatch: pytest.MonkeyPatch,
@@ -96,8 +96,8 @@ def test_wrong_token_is_a_recorded_failure_without_retries(served: Any, monkeypa
     summary = run_generation(records, client, DecodingSettings(max_new_tokens=4), tmp_path / "g.jsonl")
     assert summary.failed == 2 and summary.generated == 0
     rows = read_generations(tmp_path / "g.jsonl")
-    assert all(r["error"] == f"{server.url}/chat/completions: HTTP 401: missing or wrong bearer token"
-               and r["extra"]["attempts"] == 1 for r in rows)
+    assert all(r.error == f"{server.url}/chat/completions: HTTP 401: missing or wrong bearer token"
+               and r.extra["attempts"] == 1 for r in rows)
     with pytest.raises(EndpointError, match="HTTP 401"):
         _client(server.url, monkeypatch, token=None).list_models()
 

@@ -23,6 +23,7 @@ from babeltune.generate import (
     EndpointError,
     GenerationRequest,
     GenerationResult,
+    GenerationRow,
     LocalBackend,
     adapter_endpoint,
     adapter_name,
@@ -89,8 +90,8 @@ def _post(url: str, route: str, body: Any) -> tuple[int, str]:
 
 def _generate(backend: Any, path: Path) -> dict[str, str | None]:
     rows = read_generations(run_generation(make_records(5), backend, SETTINGS, path).path)
-    assert all(r["error"] is None for r in rows)
-    return {r["id"]: r["response"] for r in rows}
+    assert all(r.error is None for r in rows)
+    return {r.id: r.response for r in rows}
 
 
 def test_two_adapters_on_one_base_each_answer_as_the_local_backend(models: dict[str, Path], lora_server: ChatServer,
@@ -114,7 +115,7 @@ def test_two_adapters_on_one_base_each_answer_as_the_local_backend(models: dict[
             thread.join(timeout=120)
         assert answers == local
         rows = read_generations(tmp_path / "remote-a1.jsonl")
-        assert rows[0]["model"]["model"] == c1.model
+        assert rows[0].model["model"] == c1.model
         cards = json.loads(urllib.request.urlopen(lora_server.url + "/models", timeout=30).read())["data"]
         by_id = {c["id"]: c for c in cards}
         assert by_id[c1.model]["parent"] == "tiny" and by_id[c1.model]["root"] == str(models["a1"].resolve())
@@ -278,8 +279,8 @@ def test_babeltune_serve_enable_lora_on_the_default_model(tmp_path: Path) -> Non
         proc.wait(timeout=60)
     local = read_generations(run_generation(records, LocalBackend.from_pretrained(adapter), settings,
                                             tmp_path / "local.jsonl").path)
-    def answers(rows: list[dict[str, Any]]) -> dict[str, str]:
-        return {r["id"]: r["response"] for r in rows}
+    def answers(rows: list[GenerationRow]) -> dict[str, str | None]:
+        return {r.id: r.response for r in rows}
 
     assert answers(remote) == answers(local)
     assert answers(local) != answers(base)  # the adapter matters

@@ -35,6 +35,7 @@ from babeltune.data.translate import (
     unmask,
 )
 from babeltune.generate.endpoint import EndpointBackend, EndpointConfig
+from babeltune.generate.rows import GenerationRow
 from babeltune.languages import LANGUAGES
 from tests.conftest import write_rows
 
@@ -196,11 +197,10 @@ def test_gates_each_reason() -> None:
     good = mask(TEXTS["p1/0"]["es"])[0]
 
     def reason(response: str | None, **row: Any) -> str:
-        return gate({"response": response, "finish_reason": "stop", "error": None, **row}, masked, spans, "en", "es",
-                    gates)[1]
+        return gate(GenerationRow("r-es", "es", response, **{"finish_reason": "stop", **row}), masked, spans, "en",
+                    "es", gates)[1]
 
-    assert gate({"response": good, "finish_reason": "stop", "error": None}, masked, spans, "en", "es",
-                gates)[0] == TEXTS["p1/0"]["es"]
+    assert gate(GenerationRow("r-es", "es", good, "stop"), masked, spans, "en", "es", gates)[0] == TEXTS["p1/0"]["es"]
     assert reason(None, error="HTTP 500") == "request_failed"
     assert reason(good, finish_reason="length") == "truncated"
     assert reason(" \n") == "empty"

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from babeltune.generate import DecodingSettings, read_generations
+from babeltune.generate import DecodingSettings, GenerationRow, read_generations
 
 pytestmark = [pytest.mark.vllm, pytest.mark.integration]
 
@@ -123,8 +123,8 @@ def local_rows(work: Path, prompts: Path, models: dict[str, str]) -> dict[str, l
     return rows
 
 
-def by_id(rows: list[dict[str, Any]], *fields: str) -> dict[str, tuple[Any, ...]]:
-    return {row["id"]: tuple(row[f] for f in fields) for row in rows}
+def by_id(rows: list[GenerationRow], *fields: str) -> dict[str, tuple[Any, ...]]:
+    return {row.id: tuple(getattr(row, f) for f in fields) for row in rows}
 
 
 OUTPUT = ("response", "finish_reason", "prompt_tokens", "completion_tokens", "error")
@@ -134,9 +134,9 @@ OUTPUT = ("response", "finish_reason", "prompt_tokens", "completion_tokens", "er
 def test_vllm_float32_greedy_equals_the_local_engine(name: str, vllm_rows: dict[str, Any],
                                                       local_rows: dict[str, Any]) -> None:
     vllm, local = vllm_rows[name], local_rows[name]
-    assert len(vllm) == len(LANGUAGES) and all(row["error"] is None for row in vllm)
+    assert len(vllm) == len(LANGUAGES) and all(row.error is None for row in vllm)
     assert by_id(vllm, *OUTPUT) == by_id(local, *OUTPUT)
-    assert all(row["completion_tokens"] >= 1 for row in vllm)
+    assert all(row.completion_tokens >= 1 for row in vllm)
 
 
 def test_two_adapters_share_one_engine_and_each_gives_its_own_outputs(vllm_rows: dict[str, Any]) -> None:
@@ -161,9 +161,9 @@ def test_identity_and_cache_key_name_engine_model_and_adapter(vllm_rows: dict[st
     assert len(set(fingerprints.values())) == 3
     keys = {name: by_id(vllm_rows[name], "key") for name in identities}
     for name in identities:  # the local backend computes the same fingerprint, but its key differs
-        assert local_rows[name][0]["model"]["fingerprint"] == fingerprints[name]
-        assert vllm_rows[name][0]["model"] == identities[name]
-        assert not set(keys[name].values()) & {row["key"] for row in local_rows[name]}
+        assert local_rows[name][0].model["fingerprint"] == fingerprints[name]
+        assert vllm_rows[name][0].model == identities[name]
+        assert not set(keys[name].values()) & {row.key for row in local_rows[name]}
     assert not set(keys["base"].values()) & set(keys["adapter1"].values())
     assert not set(keys["adapter1"].values()) & set(keys["adapter2"].values())
 

@@ -9,13 +9,21 @@ U+2028 inside a string stays inside its line; blank lines are skipped.
 
     for line_no, obj in iter_jsonl(path):        # raises JSONLError at the first bad line
     for line_no, item in iter_jsonl_rows(data, path):   # item is the value or the JSONLError: go on
+
+And the one writer: `JSONLAppender` / `append_jsonl` append each value as one complete line with a single
+`os.write` on an O_APPEND file (a kill, SIGKILL included, leaves at most a partial *last* line, which
+`split_torn_tail` finds), and `write_jsonl_atomic` replaces a whole file (temp file + rename: a failed
+write leaves the previous file as it was and nothing beside it). Lines are `json.dumps(value,
+ensure_ascii=False)` and `\\n`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +128,79 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
         if isinstance(item, JSONLError):
             raise item
         yield lineno, item
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def dumps_line(value: Any) -> bytes:
+    """One JSONL line (newline included) as UTF-8 bytes."""
+    return (json.dumps(value, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+class JSONLAppender:
+    """A JSONL file opened for appending whole lines: each `append` is one `os.write` of one complete line
+    to an O_APPEND file, so an interruption can only leave a partial last line; with `fsync` each line is
+    on disk when `append` returns."""
+
+    def __init__(self, path: str | Path, *, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.fsync = fsync
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def append(self, value: Any) -> None:
+        os.write(self.fd, dumps_line(value))
+        if self.fsync:
+            os.fsync(self.fd)
+
+    def truncate(self, size: int = 0) -> None:
+        os.ftruncate(self.fd, size)
+
+    def reopen(self) -> None:
+        """Open the file at `path` again (after it was replaced by `write_jsonl_atomic`)."""
+        new_fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        os.close(self.fd)
+        self.fd = new_fd
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.fsync(self.fd)
+        os.close(self.fd)
+
+
+def append_jsonl(path: str | Path, value: Any) -> None:
+    """Append one line to `path` durably (one write, fsync'd): the line is on disk when this returns."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sink = JSONLAppender(path, fsync=True)
+    try:
+        sink.append(value)
+    finally:
+        os.close(sink.fd)
+
+
+def write_jsonl_atomic(path: str | Path, values: Iterable[Any]) -> int:
+    """Write `values` as the whole of `path`, atomically (temp file, fsync, rename; the temp file is
+    removed if the write fails, leaving the previous file as it was); returns the number of lines."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    try:
+        with tmp.open("wb") as fh:
+            for value in values:
+                fh.write(dumps_line(value))
+                n += 1
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return n
+
+
+def split_torn_tail(data: bytes) -> tuple[bytes, int]:
+    """`data` up to its last newline, and the length of what follows it (a partial last line left by an
+    interrupted append; 0 when the data ends with a newline)."""
+    cut = data.rfind(b"\n") + 1
+    return data[:cut], len(data) - cut

@@ -33,12 +33,12 @@ list of messages or an unknown language code is an error naming the file and lin
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from babeltune.data.jsonl import JSONLError, parse_json_line
 from babeltune.data.records import RecordError
 from babeltune.languages import normalize_code
 
@@ -111,11 +111,17 @@ def iter_pasero(spec: str, digest: Any | None = None) -> Iterator[Row | RecordEr
         raise FileNotFoundError(f"pasero:{spec}: no {wanted} files in {folder}")
 
 
+def _lines(data: bytes) -> list[bytes]:
+    """The lines of a released file, split on `\\n` only (a U+2028 inside a prompt stays in its line)."""
+    lines = [raw.removesuffix(b"\r") for raw in data.split(b"\n")]
+    return lines[:-1] if lines and not lines[-1] else lines
+
+
 def _iter_file(name: str, lang_name: str, path: Path, digest: Any) -> Iterator[Row | RecordError]:
     source = str(path)
     data = path.read_bytes()
     digest.update(data)
-    lines = data.decode("utf-8").splitlines()
+    lines = _lines(data)
     lang = normalize_code(lang_name)
     if lang is None:
         yield RecordError(source, None, "lang", f"unknown language code {lang_name!r} in the file name",
@@ -129,7 +135,7 @@ def _iter_file(name: str, lang_name: str, path: Path, digest: Any) -> Iterator[R
             return
         types_data = types_path.read_bytes()
         digest.update(types_data)
-        types = types_data.decode("utf-8").splitlines()
+        types = [raw.decode("utf-8", errors="replace") for raw in _lines(types_data)]
         if len(types) != len(lines):
             yield RecordError(source, None, "types", f"{len(lines)} prompts but {types_path.name} has "
                               f"{len(types)} lines; they must match line by line", "malformed")
@@ -141,9 +147,9 @@ def _iter_file(name: str, lang_name: str, path: Path, digest: Any) -> Iterator[R
                               "malformed")
             continue
         try:
-            messages = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield RecordError(source, lineno, "<line>", f"not valid JSON ({exc.msg})", "malformed")
+            messages = parse_json_line(line, source, lineno)
+        except JSONLError as exc:
+            yield exc
             continue
         if not isinstance(messages, list):
             yield RecordError(source, lineno, "<line>", "must be a JSON list of chat messages", "malformed")

@@ -150,17 +150,6 @@ def record_from_dict(raw: Any, source: str = "<memory>", line: int | None = None
 def write_jsonl(records: Iterable[ChatRecord], path: str | Path) -> int:
     """Write records as babeltune JSONL atomically (temp file + rename; the temp file is removed if the
     write fails); returns the count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    n = 0
-    try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            for rec in records:
-                fh.write(rec.to_json() + "\n")
-                n += 1
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a failed write leaves the target as it was and nothing beside it
-        raise
-    return n
+    from babeltune.data.jsonl import write_jsonl_atomic  # jsonl imports this module's RecordError
+
+    return write_jsonl_atomic(path, (rec.to_dict() for rec in records))

@@ -41,9 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from babeltune.data.jsonl import write_jsonl_atomic
 from babeltune.data.records import ChatRecord, Message, write_jsonl
 from babeltune.generate.config import LocalConfig, VLLMConfig
 from babeltune.generate.endpoint import EndpointConfig
+from babeltune.generate.rows import GenerationRow
 from babeltune.generate.settings import DecodingSettings
 from babeltune.languages import get_language, parse_language_list
 
@@ -199,15 +201,15 @@ def length_bounds(source_chars: int, source_lang: str, target_lang: str, gates: 
     return max(0.0, gates.min_ratio * expected - gates.slack_chars), gates.max_ratio * expected + gates.slack_chars
 
 
-def gate(row: dict[str, Any], masked_source: str, spans: Sequence[str], source_lang: str, target_lang: str,
+def gate(row: GenerationRow, masked_source: str, spans: Sequence[str], source_lang: str, target_lang: str,
          gates: TranslationGates) -> tuple[str | None, str, str]:
     """(translated text or None, reason, detail) for one generation row."""
-    response = row.get("response")
-    if row.get("error") is not None or response is None:
-        return None, "request_failed", str(row.get("error"))
-    if row.get("finish_reason") == "length":
-        return None, "truncated", f"stopped at max_new_tokens ({row.get('completion_tokens')} tokens)"
-    text = str(response).strip()
+    response = row.response
+    if row.failed or response is None:
+        return None, "request_failed", str(row.error)
+    if row.finish_reason == "length":
+        return None, "truncated", f"stopped at max_new_tokens ({row.completion_tokens} tokens)"
+    text = response.strip()
     if not text:
         return None, "empty", "empty reply"
     restored = unmask(text, spans)
@@ -347,7 +349,7 @@ def translate_records(records: Sequence[ChatRecord], backend: Any, cfg: Translat
                 continue
             if attempt == 0:
                 summary.first_attempt_rejected[reason] = summary.first_attempt_rejected.get(reason, 0) + 1
-            failed[item.key] = (item, reason, detail, row.get("response"))
+            failed[item.key] = (item, reason, detail, row.response)
             still.append(item)
         pending = still
         if not pending or attempt == cfg.retries:
@@ -365,17 +367,18 @@ def translate_records(records: Sequence[ChatRecord], backend: Any, cfg: Translat
     return summary
 
 
-def _cache_rows(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+def _cache_rows(path: Path) -> dict[tuple[str, str], GenerationRow]:
     """The cache's rows by (request id, key): a source turn edited since an earlier run has a new key, so
     its id can have rows for both texts."""
     from babeltune.data.jsonl import JSONLError, iter_jsonl_rows
 
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
-    for lineno, row in iter_jsonl_rows(path.read_bytes(), path):
-        if isinstance(row, JSONLError) or not isinstance(row, dict) or "key" not in row:
+    rows: dict[tuple[str, str], GenerationRow] = {}
+    for lineno, raw in iter_jsonl_rows(path.read_bytes(), path):
+        if isinstance(raw, JSONLError) or not isinstance(raw, dict) or "key" not in raw:
             raise ValueError(f"{path}:{lineno}: not a generation row; the cache was changed by something other "
                              "than babeltune: fix or remove it")
-        rows[(str(row.get("id")), str(row["key"]))] = row
+        row = GenerationRow.from_dict(raw, str(path), lineno)
+        rows[(row.id, row.key)] = row
     return rows
 
 
@@ -445,14 +448,10 @@ def _assemble(records: Sequence[ChatRecord], cfg: TranslateConfig, passed: dict[
 
 def _write_rejects(path: Path, failed: dict[tuple[str, int, str], tuple[_Item, str, str, str | None]],
                    attempts: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for item, reason, detail, response in failed.values():
-            fh.write(json.dumps({"source_id": item.record.id, "pid": item.record.pid, "lang": item.lang,
-                                 "turn": item.turn, "reason": reason, "detail": detail, "attempts": attempts,
-                                 "source": item.record.messages[item.turn].content, "response": response},
-                                ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    write_jsonl_atomic(path, ({"source_id": item.record.id, "pid": item.record.pid, "lang": item.lang,
+                               "turn": item.turn, "reason": reason, "detail": detail, "attempts": attempts,
+                               "source": item.record.messages[item.turn].content, "response": response}
+                              for item, reason, detail, response in failed.values()))
 
 
 def make_translation_backend(cfg: TranslateConfig) -> Any:

@@ -12,7 +12,7 @@ from babeltune.evaluate.langid import (
     register_identifier,
     to_babeltune_code,
 )
-from babeltune.evaluate.metrics import MetricRow, ScoredResponse, compute_metrics
+from babeltune.evaluate.metrics import ScoredResponse, compute_metrics
 from babeltune.evaluate.modifiers import (
     CHECKS,
     MODIFIER_KINDS,
@@ -36,7 +36,6 @@ __all__ = [
     "LangIdThresholds",
     "LanguageIdentifier",
     "LanguageVerdict",
-    "MetricRow",
     "ModifierSpec",
     "Py3LangIdIdentifier",
     "ScoredResponse",

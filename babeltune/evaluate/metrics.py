@@ -1,6 +1,7 @@
 """Aggregate scored responses into metrics per language and overall, with confidence intervals.
 
-The result is a tidy table: one row per (scope, metric, kind) with the number of responses it rests
+The result is a tidy table of `babeltune.tidy.ResultRow`s (the experiments' row type; `lang` holds the
+scope: a language or 'overall'): one per (scope, metric, kind) with the number of responses it rests
 on, its value and a 95% CI from `babeltune.stats`: a Wilson score interval for rates (yes/no per
 response), a percentile bootstrap over prompts for means (lengths, tokens, code-switching shares);
 the overall row's bootstrap resamples whole prompts (`pid`: a parallel prompt in every language is
@@ -43,6 +44,7 @@ from typing import Any, Literal
 import numpy as np
 
 from babeltune import stats
+from babeltune.tidy import ResultRow
 
 OVERALL = "overall"
 
@@ -79,26 +81,6 @@ class ScoredResponse:
     """Word-level verdict (no English word), for line-passing responses in non-Latin-script languages
     (None elsewhere)."""
     confusion_reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class MetricRow:
-    """One row of the tidy metrics table."""
-
-    scope: str
-    """A language code, or 'overall'."""
-    metric: str
-    kind: str
-    """Modifier kind for modifier metrics ('all' = every kind together), else ''."""
-    n: int
-    """Responses the value rests on."""
-    value: float
-    ci_low: float
-    ci_high: float
-    unit: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,13 +156,13 @@ def item_values(responses: Sequence[ScoredResponse]) -> dict[tuple[str, str], di
 
 
 def compute_metrics(responses: Sequence[ScoredResponse], *, n_boot: int = stats.N_BOOT,
-                    confidence: float = stats.CONFIDENCE, seed: int = 0) -> list[MetricRow]:
+                    confidence: float = stats.CONFIDENCE, seed: int = 0) -> list[ResultRow]:
     """The tidy metrics table: each language (in first-seen order), then overall."""
     scopes: dict[str, list[ScoredResponse]] = {}
     for r in responses:
         scopes.setdefault(r.lang, []).append(r)
     scopes[OVERALL] = list(responses)
-    rows: list[MetricRow] = []
+    rows: list[ResultRow] = []
 
     def add(scope: str, metric: str, kind: str, items: list[ScoredResponse], values: list[float],
             statistic: Statistic, unit: str = "") -> None:
@@ -188,14 +170,14 @@ def compute_metrics(responses: Sequence[ScoredResponse], *, n_boot: int = stats.
             return
         est = estimate(values, statistic, [r.pid for r in items], n_boot=n_boot, confidence=confidence,
                        seed=stats.derive_seed(seed, scope, metric, kind))
-        rows.append(MetricRow(scope, metric, kind, est.n, est.value, est.low, est.high, unit))
+        rows.append(ResultRow("", scope, metric, est.value, est.low, est.high, est.n, kind=kind, unit=unit))
 
     def count(scope: str, metric: str, kind: str, n: int) -> None:
         if n:
-            rows.append(MetricRow(scope, metric, kind, n, float(n), math.nan, math.nan))
+            rows.append(ResultRow("", scope, metric, float(n), n=n, kind=kind))
 
     for scope, items in scopes.items():
-        rows.append(MetricRow(scope, "responses", "", len(items), float(len(items)), math.nan, math.nan))
+        rows.append(ResultRow("", scope, "responses", float(len(items)), n=len(items)))
         for m in _METRICS:
             if m.per_language_only and scope == OVERALL:
                 continue
@@ -204,7 +186,7 @@ def compute_metrics(responses: Sequence[ScoredResponse], *, n_boot: int = stats.
             add(scope, m.name, "", chosen, [m.value(r) for r in chosen], m.statistic, unit)
         lcpr = _lcpr(items, n_boot=n_boot, confidence=confidence, seed=stats.derive_seed(seed, scope, "lcpr"))
         if lcpr.n:
-            rows.append(MetricRow(scope, "lcpr", "", lcpr.n, lcpr.value, lcpr.low, lcpr.high))
+            rows.append(ResultRow("", scope, "lcpr", lcpr.value, lcpr.low, lcpr.high, lcpr.n))
         count(scope, "confusion_skipped", "", sum(1 for r in items if not r.failed and r.line_pass is None
                                                    and r.confusion_reason.startswith("skipped")))
         count(scope, "modifier_invalid", "", sum(1 for r in items if r.modifier_invalid))
@@ -261,9 +243,9 @@ def _modifier_metrics(items: list[ScoredResponse], scope: str, add: Callable[...
         "rate")
 
 
-def metric_value(rows: Sequence[MetricRow], metric: str, scope: str = OVERALL, kind: str = "") -> MetricRow | None:
+def metric_value(rows: Sequence[ResultRow], metric: str, scope: str = OVERALL, kind: str = "") -> ResultRow | None:
     """The row of `metric` for `scope` (and modifier `kind`), or None if it was not computed."""
     for row in rows:
-        if row.metric == metric and row.scope == scope and row.kind == kind:
+        if row.metric == metric and row.lang == scope and row.kind == kind:
             return row
     return None

@@ -11,15 +11,19 @@ import csv
 import hashlib
 import json
 import logging
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from babeltune.data.jsonl import write_jsonl_atomic
 from babeltune.evaluate.langid import LangIdThresholds, get_identifier
-from babeltune.evaluate.metrics import OVERALL, MetricRow, ScoredResponse, compute_metrics, metric_value
+from babeltune.evaluate.metrics import OVERALL, ScoredResponse, compute_metrics, metric_value
 from babeltune.evaluate.scoring import score_row
+from babeltune.tidy import METRIC_COLUMNS, ResultRow
+
+if TYPE_CHECKING:
+    from babeltune.generate.rows import GenerationRow
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,7 @@ class EvalResult:
     """Scored responses and the tidy metrics table."""
 
     responses: list[ScoredResponse]
-    metrics: list[MetricRow]
+    metrics: list[ResultRow]
     source: str = ""
 
     def value(self, metric: str, scope: str = OVERALL, kind: str = "") -> float | None:
@@ -61,7 +65,7 @@ class EvalResult:
         row = metric_value(self.metrics, metric, scope, kind)
         return row.value if row is not None else None
 
-    def row(self, metric: str, scope: str = OVERALL, kind: str = "") -> MetricRow | None:
+    def row(self, metric: str, scope: str = OVERALL, kind: str = "") -> ResultRow | None:
         return metric_value(self.metrics, metric, scope, kind)
 
     def table(self) -> str:
@@ -70,7 +74,7 @@ class EvalResult:
         return format_tables(self.metrics)
 
 
-def score_generations(rows: list[dict[str, Any]], config: EvalConfig | None = None, source: str = "",
+def score_generations(rows: list[GenerationRow], config: EvalConfig | None = None, source: str = "",
                       lines: list[int] | None = None) -> list[ScoredResponse]:
     """Score generation rows (as `read_generations` returns them); `lines` name them in errors."""
     cfg = config or EvalConfig()
@@ -105,7 +109,7 @@ def evaluate(generations: str | Path, out_dir: str | Path | None = None, config:
     return result
 
 
-def agreement_rows(rows: list[dict[str, Any]], responses: list[ScoredResponse], cfg: EvalConfig) -> list[MetricRow]:
+def agreement_rows(rows: list[GenerationRow], responses: list[ScoredResponse], cfg: EvalConfig) -> list[ResultRow]:
     """How often `cfg.compare_identifier` agrees with the scoring identifier, per language and overall:
     kind `language:NAME` (same correct / wrong / undetermined verdict for the whole response) and
     `line_pass:NAME` (same LCB line-level verdict, over responses both score). Wilson intervals."""
@@ -119,7 +123,7 @@ def agreement_rows(rows: list[dict[str, Any]], responses: list[ScoredResponse], 
     for row, scored in zip(rows, responses, strict=True):
         if scored.failed:
             continue
-        text = str(row.get("response"))
+        text = str(row.response)
         verdict = language_verdict(text, scored.expected_lang, other, cfg.langid)
         confusion = confusion_verdict(text, scored.expected_lang, other)
         for scope in (scored.lang, OVERALL):
@@ -132,30 +136,28 @@ def agreement_rows(rows: list[dict[str, Any]], responses: list[ScoredResponse], 
         for what, values in same.get(scope, {}).items():
             est = stats.rate(values, cfg.confidence)
             if est.n:
-                out.append(MetricRow(scope, "identifier_agreement", f"{what}:{other.name}", est.n, est.value, est.low,
-                                     est.high))
+                out.append(ResultRow("", scope, "identifier_agreement", est.value, est.low, est.high, est.n,
+                                     kind=f"{what}:{other.name}"))
     return out
 
 
-def write_outputs(result: EvalResult, out: Path, cfg: EvalConfig, source: Path, rows: list[dict[str, Any]]) -> None:
+def write_outputs(result: EvalResult, out: Path, cfg: EvalConfig, source: Path, rows: list[GenerationRow]) -> None:
     from babeltune.runinfo import write_run_info
 
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "responses.jsonl").open("w", encoding="utf-8") as fh:
-        for scored in result.responses:
-            fh.write(json.dumps(scored.to_dict(), ensure_ascii=False) + "\n")
-    fields = list(MetricRow.__dataclass_fields__)
+    write_jsonl_atomic(out / "responses.jsonl", (scored.to_dict() for scored in result.responses))
+    fields = [column for column, _ in METRIC_COLUMNS]
     with (out / "metrics.csv").open("w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         for row in result.metrics:
-            writer.writerow({k: _csv_value(v) for k, v in row.to_dict().items()})
-    models = Counter(json.dumps(r.get("model"), sort_keys=True) for r in rows)
+            writer.writerow({k: _csv_value(v) for k, v in row.to_metric_dict().items()})
+    models = Counter(json.dumps(r.model, sort_keys=True) for r in rows)
     summary = {
         "generations": str(source),
         "models": [json.loads(m) for m in models],
-        "settings": rows[0].get("settings"),
-        "metrics": [_json_safe(row.to_dict()) for row in result.metrics],
+        "settings": rows[0].settings,
+        "metrics": [row.to_metric_dict() for row in result.metrics],
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "table.txt").write_text(result.table() + "\n", encoding="utf-8")
@@ -165,10 +167,4 @@ def write_outputs(result: EvalResult, out: Path, cfg: EvalConfig, source: Path, 
 
 
 def _csv_value(value: Any) -> Any:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else round(value, 6)
-    return value
-
-
-def _json_safe(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+    return round(value, 6) if isinstance(value, float) else value

@@ -3,7 +3,7 @@ length. Pure given the identifier."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from babeltune.evaluate.confusion import confusion_verdict
 from babeltune.evaluate.langid import LangIdThresholds, LanguageIdentifier, language_verdict
@@ -18,16 +18,19 @@ from babeltune.evaluate.modifiers import (
 )
 from babeltune.languages import normalize_code
 
+if TYPE_CHECKING:
+    from babeltune.generate.rows import GenerationRow
 
-def score_row(row: dict[str, Any], identifier: LanguageIdentifier, thresholds: LangIdThresholds | None = None,
+
+def score_row(row: GenerationRow, identifier: LanguageIdentifier, thresholds: LangIdThresholds | None = None,
               where: str = "") -> ScoredResponse:
     """Score a generation row (as `babeltune generate` writes it). A failed request is marked failed and
     scored on nothing; an invalid modifier spec is flagged and not checked."""
-    lang = normalize_code(str(row.get("lang", "")))
+    lang = normalize_code(row.lang)
     if lang is None:
-        raise ValueError(f"{where or row.get('id')}: field 'lang': unknown or missing language {row.get('lang')!r}; "
+        raise ValueError(f"{where or row.id}: field 'lang': unknown or missing language {row.lang!r}; "
                          "label every prompt with its language (e.g. --source-lang when generating)")
-    raw_spec = row.get("modifier")
+    raw_spec = row.modifier
     spec: ModifierSpec | None = None
     spec_error = ""
     if raw_spec is not None:
@@ -39,13 +42,12 @@ def score_row(row: dict[str, Any], identifier: LanguageIdentifier, thresholds: L
                                                ("invalid" if raw_spec is not None else None))
     expected = spec.lang if spec is not None and spec.kind == "answer_language" and spec.lang else lang
     unit = length_unit(expected)
-    response = row.get("response")
-    failed = row.get("error") is not None or not isinstance(response, str)
+    response = row.response
+    failed = row.failed or response is None
     base: dict[str, Any] = dict(
-        id=str(row.get("id")), pid=str(row.get("pid", row.get("id"))), lang=lang, expected_lang=expected,
-        error=row.get("error") if failed else None, finish_reason=str(row.get("finish_reason", "")),
-        modifier_kind=kind, modifier_invalid=bool(spec_error), length_unit=unit,
-        completion_tokens=row.get("completion_tokens"),
+        id=row.id, pid=row.pid, lang=lang, expected_lang=expected, error=row.error if failed else None,
+        finish_reason=row.finish_reason, modifier_kind=kind, modifier_invalid=bool(spec_error), length_unit=unit,
+        completion_tokens=row.completion_tokens,
     )
     if failed:
         return ScoredResponse(**base, failed=True, detected_lang=None, lang_confidence=0.0, lang_status="failed",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
-from babeltune.evaluate.metrics import OVERALL, MetricRow
+from babeltune.evaluate.metrics import OVERALL
+from babeltune.tidy import ResultRow
 
 _FIDELITY: tuple[tuple[str, str, bool], ...] = (
     # (metric, header, is a rate)
@@ -22,15 +22,15 @@ _FIDELITY: tuple[tuple[str, str, bool], ...] = (
 _CONFUSION: tuple[tuple[str, str], ...] = (("line_pass_rate", "LPR"), ("word_pass_rate", "WPR"), ("lcpr", "LCPR"))
 
 
-def _cell(row: MetricRow | None, rate: bool) -> str:
-    if row is None:
+def _cell(row: ResultRow | None, rate: bool) -> str:
+    if row is None or row.value is None:
         return "-"
     scale = 100.0 if rate else 1.0
     digits = 1 if rate or row.value < 10 else 0
     value = f"{row.value * scale:.{digits}f}"
-    if math.isnan(row.ci_low):
+    if row.low is None or row.high is None:
         return value
-    low, high = row.ci_low * scale, row.ci_high * scale
+    low, high = row.low * scale, row.high * scale
     digits = 0 if rate or high >= 10 else 1
     return f"{value} [{low:.{digits}f}-{high:.{digits}f}]"
 
@@ -45,10 +45,10 @@ def _render(headers: list[str], body: list[list[str]]) -> str:
     return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in body)])
 
 
-def format_tables(rows: Sequence[MetricRow]) -> str:
+def format_tables(rows: Sequence[ResultRow]) -> str:
     """Two text tables (rates in %, 95% CI in brackets): fidelity, then modifiers (if any)."""
-    index = {(r.scope, r.metric, r.kind): r for r in rows}
-    scopes = [*dict.fromkeys(r.scope for r in rows if r.scope != OVERALL), OVERALL]
+    index = {(r.lang, r.metric, r.kind): r for r in rows}
+    scopes = [*dict.fromkeys(r.lang for r in rows if r.lang != OVERALL), OVERALL]
     headers = ["language", "n", *(h for _, h, _ in _FIDELITY)]
     body = []
     for scope in scopes:
@@ -95,11 +95,11 @@ def format_tables(rows: Sequence[MetricRow]) -> str:
             if any(cells):
                 body.append([scope, *(f"{_cell(c, True)} n={c.n}" if c else "-" for c in cells)])
         text += "\n\nAgreement between language identifiers (% of responses, same verdict)\n" + _render(headers, body)
-    judged = [r for r in rows if r.metric == "modifier_judge_scored" and r.scope == OVERALL]
+    judged = [r for r in rows if r.metric == "modifier_judge_scored" and r.lang == OVERALL]
     if judged:
         text += ("\n\nJudge-scored modifiers (no rule decides; see the rubric's 'modifier' criterion): "
                  + ", ".join(f"{r.kind} {r.n}" for r in judged))
-    invalid = [r for r in rows if r.metric == "modifier_invalid" and r.scope == OVERALL]
+    invalid = [r for r in rows if r.metric == "modifier_invalid" and r.lang == OVERALL]
     if invalid:
         text += f"\n\n{invalid[0].n} response(s) with an invalid modifier spec were not scored."
     return text

@@ -1,4 +1,5 @@
-"""The evaluate stage of an experiment: the evaluation stage's metrics, renamed into result rows.
+"""The evaluate stage of an experiment: the evaluation stage's result rows, under the results table's
+metric names and with its condition.
 
 Open prompts (`eval` split) give the language-fidelity rows; modifier prompts give the modifier pass
 rates (per kind and all kinds together). Scope "overall" becomes lang "all". Everything the
@@ -7,10 +8,9 @@ evaluation stage writes (scored responses, its own tables) is kept beside, in `e
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-from babeltune.experiments.results import ResultRow
+from babeltune.tidy import ResultRow
 
 # (split, evaluation metric, kind or None for any) -> result metric name; None kind keeps the kind.
 EVAL_METRICS: dict[str, str] = {
@@ -42,11 +42,9 @@ def evaluation_rows(condition: str, generations: dict[str, Path], *, seed: int =
     for split, path in generations.items():
         result = evaluate(path, path.parent.parent / "eval" / split, config)
         for m in result.metrics:
-            lang = "all" if m.scope == "overall" else m.scope
+            lang = "all" if m.lang == "overall" else m.lang
             name = result_metric(split, m.metric, m.kind)
             if name is None:
                 continue
-            low = None if math.isnan(m.ci_low) else m.ci_low
-            high = None if math.isnan(m.ci_high) else m.ci_high
-            rows.append(ResultRow(condition, lang, name, m.value, low, high, m.n))
+            rows.append(ResultRow(condition, lang, name, m.value, m.low, m.high, m.n))
     return rows

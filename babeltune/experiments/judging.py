@@ -6,10 +6,10 @@ language, next to the verdicts that could not be parsed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
+from babeltune.data.jsonl import write_jsonl_atomic
 from babeltune.experiments.config import ExperimentConfig
 from babeltune.experiments.layout import ConditionPaths, read_generation_rows
 from babeltune.experiments.results import ResultRow
@@ -65,15 +65,14 @@ def judged_modifier_rows(paths: ConditionPaths, judge: RubricJudge, config: Expe
     from babeltune.judge.base import MODIFIER_CRITERION
 
     gen_rows = read_generation_rows(paths.generations("modifiers"))
-    items = [RubricItem(r["id"], r["pid"], r["lang"], r["prompt"], r["response"] or "", r["modifier"]["kind"])
-             for r in gen_rows if r.get("error") is None and isinstance(r.get("modifier"), dict)
-             and r["modifier"].get("kind") in JUDGE_SCORED_KINDS]
+    items = [RubricItem(r.id, r.pid, r.lang, r.prompt, r.response or "", r.modifier["kind"])
+             for r in gen_rows if not r.failed and isinstance(r.modifier, dict)
+             and r.modifier.get("kind") in JUDGE_SCORED_KINDS]
     if not items:
         return []
     judgements = run_rubric(items, judge, JudgementCache(paths.judge_cache("rubric-modifiers")),
                             retries=config.judge.retries, batch_size=config.judge.batch_size)
-    paths.judgements("rubric-modifiers").write_text(
-        "".join(json.dumps(j.to_dict(), ensure_ascii=False) + "\n" for j in judgements), encoding="utf-8")
+    write_jsonl_atomic(paths.judgements("rubric-modifiers"), (j.to_dict() for j in judgements))
     rows = []
     for kind in sorted({j.modifier for j in judgements if j.modifier}):
         of_kind = [j for j in judgements if j.modifier == kind]
@@ -101,13 +100,11 @@ def rubric_rows(conditions: Sequence[ConditionPaths], judge: RubricJudge, config
     for paths in conditions:
         rows += judged_modifier_rows(paths, judge, config)
         gen_rows = read_generation_rows(paths.generations("eval"))
-        items = [RubricItem(r["id"], r["pid"], r["lang"], r["prompt"], r["response"] or "") for r in gen_rows
-                 if r.get("error") is None]
+        items = [RubricItem(r.id, r.pid, r.lang, r.prompt, r.response or "") for r in gen_rows if not r.failed]
         failed = len(gen_rows) - len(items)
         judgements = run_rubric(items, judge, JudgementCache(paths.judge_cache("rubric")),
                                 retries=config.judge.retries, batch_size=config.judge.batch_size)
-        paths.judgements("rubric").write_text(
-            "".join(json.dumps(j.to_dict(), ensure_ascii=False) + "\n" for j in judgements), encoding="utf-8")
+        write_jsonl_atomic(paths.judgements("rubric"), (j.to_dict() for j in judgements))
         for lang, score in rubric_scores(judgements, seed=config.seed).items():
             for criterion, ci in score.criteria.items():
                 rows.append(ResultRow(paths.name, lang, f"rubric:{criterion}", ci.value, ci.low, ci.high, ci.n,

@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from babeltune.generate.rows import GenerationRow
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,7 @@ class ConditionPaths:
         return self.root / "judge" / f"{kind}.jsonl"
 
 
-def read_generation_rows(path: Path) -> list[dict[str, Any]]:
+def read_generation_rows(path: Path) -> list[GenerationRow]:
     """A generation file's rows (strictly checked by the generation stage's reader); none if absent."""
     from babeltune.generate import read_generations
 

@@ -33,50 +33,15 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from babeltune.data.jsonl import iter_jsonl
+from babeltune.tidy import RESULT_COLUMNS, ResultRow
+
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
-
-
-@dataclass(frozen=True)
-class ResultRow:
-    condition: str
-    lang: str
-    metric: str
-    value: float
-    low: float | None = None
-    high: float | None = None
-    n: int = 0
-    invalid: int = 0
-    judge: str | None = None
-    reference: str | None = None
-    """The condition the SxS score is measured against."""
-    baseline: str | None = None
-    """Set on a paired-difference row: the value is this row's condition minus `baseline`."""
-
-    @property
-    def is_difference(self) -> bool:
-        return self.baseline is not None
-
-    def excludes_zero(self) -> bool:
-        """A difference whose CI lies wholly above or below 0."""
-        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ResultRow:
-        names = {f.name for f in fields(cls)}
-        row = {k: v for k, v in data.items() if k in names}
-        value = row.get("value")
-        row["value"] = float("nan") if value is None else float(value)
-        return cls(**row)
 
 
 def write_results(rows: Sequence[ResultRow], run_dir: str | Path, meta: dict[str, Any] | None = None) -> Path:
@@ -88,7 +53,7 @@ def write_results(rows: Sequence[ResultRow], run_dir: str | Path, meta: dict[str
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
     tmp.replace(path)
-    names = [f.name for f in fields(ResultRow)]
+    names = list(RESULT_COLUMNS)
     with (run_dir / RESULTS_CSV).open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=names)
         writer.writeheader()
@@ -156,8 +121,7 @@ def condition_items(condition_dir: Path) -> dict[tuple[str, str | None], ItemVal
         path = split_dir / "responses.jsonl"
         if not path.exists():
             continue
-        responses = [ScoredResponse(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines()
-                     if line.strip()]
+        responses = [ScoredResponse(**row) for _, row in iter_jsonl(path)]
         where = {r.id: (r.lang, r.pid) for r in responses}
         for (metric, kind), values in item_values(responses).items():
             name = result_metric(split_dir.name, metric, kind)
@@ -166,10 +130,7 @@ def condition_items(condition_dir: Path) -> dict[tuple[str, str | None], ItemVal
     for path in sorted((condition_dir / "judge").glob("*.jsonl")):
         if path.name.endswith(".cache.jsonl"):
             continue
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            j = json.loads(line)
+        for _, j in iter_jsonl(path):
             if path.stem == "rubric-modifiers":
                 score = (j.get("scores") or {}).get("modifier")
                 if score is not None and j.get("modifier"):
@@ -261,6 +222,8 @@ def format_differences(rows: Sequence[ResultRow], metrics: Sequence[tuple[str, s
 
 def format_difference(row: ResultRow, scale: float = 1.0, digits: int = 1) -> str:
     """`+4.2 [-1.0, +9.5]*` (the star where the CI excludes 0)."""
+    if row.value is None:
+        return "n/a"
     text = f"{row.value * scale:+.{digits}f}"
     if row.low is not None and row.high is not None:
         text += f" [{row.low * scale:+.{digits}f}, {row.high * scale:+.{digits}f}]"

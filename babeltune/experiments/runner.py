@@ -42,6 +42,7 @@ from babeltune.experiments.layout import ConditionPaths, move_aside, read_genera
 from babeltune.experiments.progress import ProgressPlan, Unit
 from babeltune.experiments.results import ResultRow, difference_rows, write_results
 from babeltune.experiments.stages import StageLog, fingerprint
+from babeltune.generate.rows import GenerationRow
 from babeltune.judge import (
     PairwiseJudge,
     RubricJudge,
@@ -50,8 +51,6 @@ from babeltune.judge import (
 from babeltune.judge.pairs import PairPlan, load_judgements, plan_pairs, run_judge, save_judgements
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("eval", "modifiers")
 
 
 class Pipeline(Protocol):
@@ -231,7 +230,7 @@ class ExperimentRunner:
         return state
 
     # ------------------------------------------------------------------ judging
-    def _reference_rows(self, name: str) -> tuple[str, list[dict[str, Any]], str] | None:
+    def _reference_rows(self, name: str) -> tuple[str, list[GenerationRow], str] | None:
         """(name, eval generation rows, their stage fingerprint) of a reference condition, or None."""
         root = Path(self.config.judge.reference_run) if self.config.judge.reference_run else self.run_dir
         paths = ConditionPaths(root / "conditions" / name)
@@ -242,14 +241,14 @@ class ExperimentRunner:
         return name, read_generation_rows(gen), record.fingerprint if record else "unknown"
 
     def _judge_condition(self, kind: str, judge: PairwiseJudge, cond: Condition, state: dict[str, Any],
-                         ref_cache: dict[str, tuple[str, list[dict[str, Any]], str] | None],
+                         ref_cache: dict[str, tuple[str, list[GenerationRow], str] | None],
                          ) -> tuple[list[ResultRow], list[SxSJudgement], PairPlan]:
         """Judge one condition's eval responses against its references with `judge` (cached, resumable):
         (result rows, judgements, the pair plan: languages without a reference, unmatched prompts)."""
         cfg = self.config
         paths = ConditionPaths.of(self.run_dir, cond.name)
         candidate = read_generation_rows(paths.generations("eval"))
-        references: dict[str, tuple[str, list[dict[str, Any]]] | None] = {}
+        references: dict[str, tuple[str, list[GenerationRow]] | None] = {}
         ref_fps = {}
         for lang in cfg.eval_languages:
             name = cfg.judge.reference_for(lang)
@@ -282,7 +281,7 @@ class ExperimentRunner:
         rows: list[ResultRow] = []
         meta: dict[str, Any] = {"no_reference": {}}
         all_judgements: dict[str, dict[str, list[SxSJudgement]]] = {}
-        ref_cache: dict[str, tuple[str, list[dict[str, Any]], str] | None] = {}
+        ref_cache: dict[str, tuple[str, list[GenerationRow], str] | None] = {}
         for kind in cfg.judge.judges():
             judge = self.pipeline.pairwise_judge(kind, cfg)
             for cond in self.conditions:
@@ -330,7 +329,7 @@ class ExperimentRunner:
         """All judging of one condition (each SxS judge, the rubric), as a worker does it."""
         cfg = self.config
         state = self._run_condition(cond)  # finished: every stage is skipped; gives its fingerprints
-        ref_cache: dict[str, tuple[str, list[dict[str, Any]], str] | None] = {}
+        ref_cache: dict[str, tuple[str, list[GenerationRow], str] | None] = {}
         for kind in cfg.judge.judges():
             self._judge_condition(kind, self.pipeline.pairwise_judge(kind, cfg), cond, state, ref_cache)
         if cfg.judge.rubric:
@@ -445,14 +444,14 @@ class ExperimentRunner:
         from babeltune.report import SAMPLES_JSON
 
         eval_records = self.splits.get("eval", [])
-        responses = {c.name: {r["id"]: r for r in read_generation_rows(ConditionPaths.of(self.run_dir, c.name)
+        responses = {c.name: {r.id: r for r in read_generation_rows(ConditionPaths.of(self.run_dir, c.name)
                                                                         .generations("eval"))}
                      for c in self.conditions}
         out: dict[str, list[dict[str, Any]]] = {}
         for lang in self.config.eval_languages:
             recs = [r for r in eval_records if r.lang == lang][: self.config.samples_per_language]
             out[lang] = [{"id": r.id, "pid": r.pid, "prompt": r.prompt, "reference": r.response,
-                          "responses": {c: (responses[c].get(r.id) or {}).get("response") or "" for c in responses}}
+                          "responses": {c: _response_text(responses[c].get(r.id)) for c in responses}}
                          for r in recs]
         (self.run_dir / SAMPLES_JSON).write_text(json.dumps({"languages": out}, ensure_ascii=False, indent=1),
                                                  encoding="utf-8")
@@ -485,3 +484,8 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, pipeline: Pipe
     a plain run afterwards."""
     return ExperimentRunner(config, run_dir, pipeline, progress=progress, report=report, worker=worker,
                             claims=claims).run()
+
+
+def _response_text(row: GenerationRow | None) -> str:
+    """A row's answer for the samples table ("" for a missing or failed one)."""
+    return (row.response if row is not None else None) or ""

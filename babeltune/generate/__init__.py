@@ -14,10 +14,9 @@ from babeltune.generate.endpoint import (
     unload_lora_adapter,
 )
 from babeltune.generate.local import LocalBackend
+from babeltune.generate.rows import GenerationFileError, GenerationRow
 from babeltune.generate.runner import (
-    GenerationFileError,
     GenerationSummary,
-    generate,
     generation_key,
     read_generation_lines,
     read_generations,
@@ -38,6 +37,7 @@ __all__ = [
     "GenerationFileError",
     "GenerationRequest",
     "GenerationResult",
+    "GenerationRow",
     "GenerationSummary",
     "LocalBackend",
     "LocalConfig",
@@ -46,7 +46,6 @@ __all__ = [
     "VLLMConfig",
     "adapter_endpoint",
     "adapter_name",
-    "generate",
     "generate_token_ids",
     "generation_key",
     "item_seed",

@@ -28,23 +28,20 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from babeltune.data.jsonl import JSONLError, iter_jsonl_rows
+from babeltune.data.jsonl import (
+    JSONLAppender,
+    JSONLError,
+    iter_jsonl,
+    iter_jsonl_rows,
+    split_torn_tail,
+    write_jsonl_atomic,
+)
 from babeltune.data.records import ChatRecord
 from babeltune.generate.backends import GenerationBackend, GenerationRequest, GenerationResult
+from babeltune.generate.rows import GenerationFileError, GenerationRow
 from babeltune.generate.settings import DecodingSettings, stable_hash
 
 log = logging.getLogger(__name__)
-
-ROW_FIELDS: tuple[str, ...] = (
-    "id", "pid", "lang", "messages", "prompt", "response", "reference", "modifier", "meta", "model", "settings",
-    "key", "finish_reason", "prompt_tokens", "completion_tokens", "error", "extra",
-)
-"""Every generation row has exactly these fields (see `build_row`)."""
-
-
-class GenerationFileError(ValueError):
-    """A generation file that cannot be resumed or read as asked; the message says how to proceed."""
-
 
 def generation_key(identity: dict[str, Any], messages: Sequence[dict[str, str]], settings: DecodingSettings) -> str:
     """The cache key of one generation: what decides its output, hashed."""
@@ -53,27 +50,15 @@ def generation_key(identity: dict[str, Any], messages: Sequence[dict[str, str]],
 
 def build_row(
     record: ChatRecord, result: GenerationResult, identity: dict[str, Any], settings: DecodingSettings, key: str
-) -> dict[str, Any]:
+) -> GenerationRow:
     """One generation row: everything evaluation needs, and what produced it."""
-    return {
-        "id": record.id,
-        "pid": record.pid,
-        "lang": record.lang,
-        "messages": [m.to_dict() for m in record.prompt_messages],
-        "prompt": record.prompt,
-        "response": result.text,
-        "reference": record.response,
-        "modifier": record.meta.get("modifier"),
-        "meta": record.meta,
-        "model": identity,
-        "settings": settings.to_dict(),
-        "key": key,
-        "finish_reason": result.finish_reason,
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
-        "error": result.error,
-        "extra": result.extra,
-    }
+    return GenerationRow(
+        id=record.id, pid=record.pid, lang=record.lang, messages=[m.to_dict() for m in record.prompt_messages],
+        prompt=record.prompt, response=result.text, reference=record.response, modifier=record.meta.get("modifier"),
+        meta=record.meta, model=identity, settings=settings.to_dict(), key=key, finish_reason=result.finish_reason,
+        prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens, error=result.error,
+        extra=result.extra,
+    )
 
 
 @dataclass
@@ -123,24 +108,6 @@ class GenerationSummary:
         return text
 
 
-def generate(
-    records: Sequence[ChatRecord],
-    backend: GenerationBackend,
-    settings: DecodingSettings,
-    out_path: str | Path,
-    *,
-    overwrite: bool = False,
-    retry_failed: bool = True,
-    progress: bool = False,
-) -> Path:
-    """Generate a response for every record into `out_path` (resuming if it exists); returns the path.
-
-    `FILE.summary.json` is written beside it. See `run_generation` for the counts.
-    """
-    return Path(run_generation(records, backend, settings, out_path, overwrite=overwrite,
-                               retry_failed=retry_failed, progress=progress).path)
-
-
 def run_generation(
     records: Sequence[ChatRecord],
     backend: GenerationBackend,
@@ -151,7 +118,9 @@ def run_generation(
     retry_failed: bool = True,
     progress: bool = False,
 ) -> GenerationSummary:
-    """`generate`, returning what was done (also written to `FILE.summary.json`).
+    """Generate a response for every record into `out_path` (resuming if it exists); returns what was done
+    (also written to `FILE.summary.json`; `.path` is the file). The one entry point: a `generate(...) -> Path`
+    twin was removed, its name clashed with the backends' `generate(requests, settings)` and the package.
 
     Every record gets its own row, matched on resume by (record id, key). Under greedy decoding,
     records with the same prompt and language share one request (or a stored answer): the answer
@@ -170,17 +139,17 @@ def run_generation(
             sink.truncate()
         rows, summary.partial_lines_dropped = sink.read_and_repair()
         _check_compatible(out, rows, run_key)
-        if retry_failed and any(row.get("error") is not None for row in rows):
-            kept = [row for row in rows if row.get("error") is None]
+        if retry_failed and any(row.failed for row in rows):
+            kept = [row for row in rows if not row.failed]
             summary.retried = len(rows) - len(kept)
             sink.rewrite(kept)
             rows = kept
-        done = {(row.get("id"), row["key"]) for row in rows}
+        done = {(row.id, row.key) for row in rows}
         summary.reused = sum(1 for rec in records if (rec.id, keys[rec.id]) in done)
-        summary.other_rows = sum(1 for row in rows if keys.get(str(row.get("id"))) != row["key"])
+        summary.other_rows = sum(1 for row in rows if keys.get(row.id) != row.key)
         # Same prompt and language (a steered backend edits states per language) under greedy decoding:
         # the same answer, so one request, or an answer already stored, serves every such record.
-        stored = {(row["key"], row.get("lang")): row for row in rows if row.get("error") is None} \
+        stored = {(row.key, row.lang): row for row in rows if not row.failed} \
             if settings.greedy else {}
         pending = [rec for rec in records if (rec.id, keys[rec.id]) not in done]
         groups: dict[str, list[ChatRecord]] = {}  # request id -> the records its answer is for
@@ -234,12 +203,10 @@ def _shared_result(result: GenerationResult, record_id: str) -> GenerationResult
     return replace(result, id=record_id, extra={**result.extra, "same_prompt_as": result.id})
 
 
-def _stored_result(row: dict[str, Any], record_id: str) -> GenerationResult:
+def _stored_result(row: GenerationRow, record_id: str) -> GenerationResult:
     """The answer stored in another record's row (same prompt and settings, greedy) for `record_id`."""
-    extra: dict[str, Any] = row["extra"] if isinstance(row.get("extra"), dict) else {}
-    return GenerationResult(record_id, row.get("response"), row.get("finish_reason", "stop"),
-                            row.get("prompt_tokens"), row.get("completion_tokens"),
-                            extra={**extra, "same_prompt_as": row.get("id")})
+    return GenerationResult(record_id, row.response, row.finish_reason,  # type: ignore[arg-type]
+                            row.prompt_tokens, row.completion_tokens, extra={**row.extra, "same_prompt_as": row.id})
 
 
 def _check_unique_ids(records: Sequence[ChatRecord]) -> None:
@@ -309,13 +276,13 @@ class _WriterLock:
 
 
 class _AppendFile:
-    """The generation file, under its writer lock, opened for appending whole lines."""
+    """The generation file, under its writer lock, opened for appending whole lines (`JSONLAppender`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.lock = _WriterLock(path)
         try:
-            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self.sink = JSONLAppender(path)
         except OSError as exc:
             self.lock.release()
             raise GenerationFileError(f"{path}: cannot open for writing: {exc.strerror or exc}") from exc
@@ -323,24 +290,19 @@ class _AppendFile:
             self.lock.release()
             raise
 
-    def append(self, row: dict[str, Any]) -> None:
-        # One write per complete line: an interruption can only leave a partial *last* line.
-        os.write(self.fd, (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+    def append(self, row: GenerationRow) -> None:
+        self.sink.append(row.to_dict())  # one write per line: an interruption leaves at most a partial last line
 
     def truncate(self) -> None:
         """Empty the file (under the lock: --overwrite)."""
-        os.ftruncate(self.fd, 0)
+        self.sink.truncate()
 
-    def read_and_repair(self) -> tuple[list[dict[str, Any]], int]:
+    def read_and_repair(self) -> tuple[list[GenerationRow], int]:
         """Parse every complete line; cut off an incomplete last line (an interrupted write)."""
-        data = self.path.read_bytes()
-        dropped = 0
-        if data and not data.endswith(b"\n"):
-            cut = data.rfind(b"\n") + 1
-            os.ftruncate(self.fd, cut)
-            log.warning("%s: dropped an incomplete last line (%d bytes) left by an interrupted run",
-                        self.path, len(data) - cut)
-            data, dropped = data[:cut], 1
+        data, torn = split_torn_tail(self.path.read_bytes())
+        if torn:
+            self.sink.truncate(len(data))
+            log.warning("%s: dropped an incomplete last line (%d bytes) left by an interrupted run", self.path, torn)
         rows = []
         for lineno, row in iter_jsonl_rows(data, self.path):
             if isinstance(row, JSONLError):
@@ -348,41 +310,31 @@ class _AppendFile:
                                           "other than babeltune: fix or remove the line")
             if not isinstance(row, dict) or "key" not in row:
                 raise GenerationFileError(f"{self.path}:{lineno}: field 'key': missing; not a babeltune generation row")
-            rows.append(row)
-        return rows, dropped
+            rows.append(GenerationRow.from_dict(row, str(self.path), lineno))
+        return rows, int(torn > 0)
 
-    def rewrite(self, rows: list[dict[str, Any]]) -> None:
+    def rewrite(self, rows: list[GenerationRow]) -> None:
         """Replace the content with `rows` atomically (temp file + rename); the lock is kept."""
-        tmp = self.path.with_name(self.path.name + ".rewrite.tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        new_fd = os.open(tmp, os.O_WRONLY | os.O_APPEND)
-        tmp.replace(self.path)
-        os.close(self.fd)
-        self.fd = new_fd
+        write_jsonl_atomic(self.path, (row.to_dict() for row in rows))
+        self.sink.reopen()
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.fsync(self.fd)
-        os.close(self.fd)
+        self.sink.close()
         self.lock.release()
 
 
-def _check_compatible(path: Path, rows: list[dict[str, Any]], run_key: str) -> None:
-    seen: set[tuple[Any, str]] = set()
+def _check_compatible(path: Path, rows: list[GenerationRow], run_key: str) -> None:
+    seen: set[tuple[str, str]] = set()
     for row in rows:
-        row_id = (row.get("id"), row["key"])
-        if row_id in seen and row.get("error") is None:
-            raise GenerationFileError(f"{path}: generation {row.get('id')!r} appears twice; remove one copy")
+        row_id = (row.id, row.key)
+        if row_id in seen and not row.failed:
+            raise GenerationFileError(f"{path}: generation {row.id!r} appears twice; remove one copy")
         seen.add(row_id)
-        row_run = stable_hash({"model": row.get("model"), "settings": row.get("settings")})
+        row_run = stable_hash({"model": row.model, "settings": row.settings})
         if row_run != run_key:
             raise GenerationFileError(
                 f"{path} already holds generations from another model or other decoding settings "
-                f"(first: id {row.get('id')!r}, model {row.get('model')}); use another --out, or --overwrite "
+                f"(first: id {row.id!r}, model {row.model}); use another --out, or --overwrite "
                 "to replace them"
             )
 
@@ -405,34 +357,26 @@ def _write_summary(out: Path, summary: GenerationSummary) -> None:
     tmp.replace(path)
 
 
-def read_generations(path: str | Path) -> list[dict[str, Any]]:
+def read_generations(path: str | Path) -> list[GenerationRow]:
     """Read a generation file strictly: every line a complete row with the fields evaluation needs and a
     unique id (errors name file:line and field)."""
     return [row for _, row in read_generation_lines(path)]
 
 
-def read_generation_lines(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+def read_generation_lines(path: str | Path) -> list[tuple[int, GenerationRow]]:
     """`read_generations`, with each row's line number."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"generation file not found: {path} (write one with `babeltune generate`)")
-    rows: list[tuple[int, dict[str, Any]]] = []
+    numbered: list[tuple[int, GenerationRow]] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise GenerationFileError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-        if not isinstance(row, dict):
-            raise GenerationFileError(f"{path}:{lineno}: not a JSON object")
-        missing = [name for name in ("id", "lang", "response", "finish_reason") if name not in row]
-        if missing:
-            raise GenerationFileError(f"{path}:{lineno}: field '{missing[0]}': missing; is this a file written by "
-                                      "`babeltune generate`?")
-        if row["id"] in seen:
-            raise GenerationFileError(f"{path}:{lineno}: field 'id': {row['id']!r} already at line {seen[row['id']]}")
-        seen[row["id"]] = lineno
-        rows.append((lineno, row))
-    return rows
+    try:
+        for lineno, raw in iter_jsonl(path):
+            row = GenerationRow.from_dict(raw, str(path), lineno)
+            if row.id in seen:
+                raise GenerationFileError(f"{path}:{lineno}: field 'id': {row.id!r} already at line {seen[row.id]}")
+            seen[row.id] = lineno
+            numbered.append((lineno, row))
+    except JSONLError as exc:
+        raise GenerationFileError(str(exc)) from exc
+    return numbered

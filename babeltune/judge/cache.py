@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
+
+from babeltune.data.jsonl import JSONLError, append_jsonl, iter_jsonl_rows, split_torn_tail
 
 log = logging.getLogger(__name__)
 
@@ -39,22 +40,20 @@ class JudgementCache:
             self._load(self.path)
 
     def _load(self, path: Path) -> None:
-        data = path.read_bytes()
-        good_end = 0
-        offset = 0
-        for line in data.splitlines(keepends=True):
-            offset += len(line)
-            if not line.endswith(b"\n"):
-                self.torn_lines += 1  # the last line of a write that was cut short
-                break
+        data, torn = split_torn_tail(path.read_bytes())
+        self.torn_lines = int(torn > 0)  # the last line of a write that was cut short
+        good_lines = 0
+        for lineno, row in iter_jsonl_rows(data, path):
             try:
-                row = json.loads(line)
+                if isinstance(row, JSONLError):
+                    raise row
                 self.entries[str(row["key"])] = dict(row["value"])
             except (ValueError, KeyError, TypeError):
                 self.torn_lines += 1
                 continue
-            good_end = offset
-        if good_end < len(data):
+            good_lines = lineno
+        good_end = sum(len(line) + 1 for line in data.split(b"\n")[:good_lines])
+        if good_end < len(data) + torn:
             with path.open("r+b") as fh:
                 fh.truncate(good_end)
         if self.torn_lines:
@@ -79,9 +78,4 @@ class JudgementCache:
         self.writes += 1
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"key": key, "value": value}, ensure_ascii=False) + "\n"
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_jsonl(self.path, {"key": key, "value": value})

@@ -16,9 +16,12 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from babeltune.outputs import check_output
+
+if TYPE_CHECKING:
+    from babeltune.generate.rows import GenerationRow
 
 
 def register(sub: Any) -> None:
@@ -83,7 +86,7 @@ def _backend(args: argparse.Namespace) -> Any:
                               max_new_tokens=cfg.max_new_tokens)
 
 
-def _read(path: str) -> list[dict[str, Any]]:
+def _read(path: str) -> list[GenerationRow]:
     from babeltune.generate import read_generations
 
     rows = read_generations(Path(path))
@@ -102,7 +105,7 @@ def cmd_sxs(args: argparse.Namespace) -> int:
 
     check_output(args.out, "folder")
     candidate, baseline = _read(args.candidate), _read(args.baseline)
-    langs = sorted({r["lang"] for r in candidate} | {r["lang"] for r in baseline})
+    langs = sorted({r.lang for r in candidate} | {r.lang for r in baseline})
     plan = plan_pairs(candidate, dict.fromkeys(langs, ("baseline", baseline)), langs)
     unmatched = plan.unmatched()
     if unmatched:
@@ -138,20 +141,20 @@ def cmd_sxs(args: argparse.Namespace) -> int:
 
 
 def cmd_rubric(args: argparse.Namespace) -> int:
+    from babeltune.data.jsonl import write_jsonl_atomic
     from babeltune.judge import RUBRIC_CRITERIA, JudgementCache, LLMRubricJudge, RubricItem, rubric_scores, run_rubric
 
     check_output(args.out, "folder")
     read = _read(args.generations)
-    rows = [r for r in read if r.get("error") is None]
+    rows = [r for r in read if not r.failed]
     if len(rows) < len(read):
-        failed = [r["id"] for r in read if r.get("error") is not None]
+        failed = [r.id for r in read if r.failed]
         print(f"warning: {len(failed)} failed generation(s) in {args.generations} not judged (e.g. record "
               f"{failed[0]!r}); rerun `babeltune generate` to retry them", file=sys.stderr)
-    items = [RubricItem(r["id"], r["pid"], r["lang"], r["prompt"], r["response"] or "") for r in rows]
+    items = [RubricItem(r.id, r.pid, r.lang, r.prompt, r.response or "") for r in rows]
     out = Path(args.out)
     judgements = run_rubric(items, LLMRubricJudge(_backend(args)), JudgementCache(out / "rubric.cache.jsonl"))
-    (out / "rubric.jsonl").write_text("".join(json.dumps(j.to_dict(), ensure_ascii=False) + "\n" for j in judgements),
-                                      encoding="utf-8")
+    write_jsonl_atomic(out / "rubric.jsonl", (j.to_dict() for j in judgements))
     scores = rubric_scores(judgements, seed=args.seed)
     (out / "scores.json").write_text(json.dumps({k: v.to_dict() for k, v in scores.items()}, indent=1),
                                      encoding="utf-8")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import ClassVar, Generic, Protocol, TypeVar
 
 from babeltune.judge.base import (
     MODIFIER_CRITERION,
@@ -186,32 +186,60 @@ def rubric_messages(query: RubricQuery, attempt: int = 0) -> ChatMessages:
     return [{"role": "user", "content": text}]
 
 
-class LLMPairwiseJudge:
+FAILED_REPLY = "<request failed>"
+"""The raw reply recorded for a request that got no answer."""
+
+Q = TypeVar("Q")
+V = TypeVar("V")
+
+
+class _LLMJudge(Generic[Q, V]):
+    """What both LLM judges share: a chat backend, a fingerprint of prompt version + backend, and a batch
+    turned into conversations, sent, and each reply parsed into a verdict (the retry of unparseable ones
+    is the protocol's, `attempt` adds the format reminder)."""
+
+    prompt_version: ClassVar[str]
+    name_prefix: ClassVar[str]
+
+    def __init__(self, backend: ChatBackend, name: str | None = None) -> None:
+        self.backend = backend
+        self.name = name or f"{self.name_prefix}:{backend.name}"
+
+    def fingerprint(self) -> str:
+        return f"{self.prompt_version} {self.backend.fingerprint()}"
+
+    def judge(self, queries: Sequence[Q], attempt: int = 0) -> list[V]:
+        replies = self.backend.complete([self.messages(q, attempt) for q in queries])
+        return [self.verdict(q, r) for q, r in zip(queries, replies, strict=True)]
+
+    def messages(self, query: Q, attempt: int) -> ChatMessages:
+        raise NotImplementedError
+
+    def verdict(self, query: Q, reply: str | None) -> V:
+        raise NotImplementedError
+
+
+class LLMPairwiseJudge(_LLMJudge[PairQuery, PairVerdict]):
     """Study A's judge: an LLM picks the better of two responses (see PAIRWISE_PROMPT)."""
 
-    def __init__(self, backend: ChatBackend, name: str | None = None) -> None:
-        self.backend = backend
-        self.name = name or f"llm:{backend.name}"
+    prompt_version = PAIRWISE_PROMPT_VERSION
+    name_prefix = "llm"
 
-    def fingerprint(self) -> str:
-        return f"{PAIRWISE_PROMPT_VERSION} {self.backend.fingerprint()}"
+    def messages(self, query: PairQuery, attempt: int) -> ChatMessages:
+        return pairwise_messages(query, attempt)
 
-    def judge(self, queries: Sequence[PairQuery], attempt: int = 0) -> list[PairVerdict]:
-        replies = self.backend.complete([pairwise_messages(q, attempt) for q in queries])
-        return [PairVerdict(parse_pairwise_verdict(r), r if r is not None else "<request failed>") for r in replies]
+    def verdict(self, query: PairQuery, reply: str | None) -> PairVerdict:
+        return PairVerdict(parse_pairwise_verdict(reply), reply if reply is not None else FAILED_REPLY)
 
 
-class LLMRubricJudge:
+class LLMRubricJudge(_LLMJudge[RubricQuery, RubricVerdict]):
     """Study B's judge: an LLM grades one response on the six criteria (see RUBRIC_PROMPT)."""
 
-    def __init__(self, backend: ChatBackend, name: str | None = None) -> None:
-        self.backend = backend
-        self.name = name or f"llm-rubric:{backend.name}"
+    prompt_version = RUBRIC_PROMPT_VERSION
+    name_prefix = "llm-rubric"
 
-    def fingerprint(self) -> str:
-        return f"{RUBRIC_PROMPT_VERSION} {self.backend.fingerprint()}"
+    def messages(self, query: RubricQuery, attempt: int) -> ChatMessages:
+        return rubric_messages(query, attempt)
 
-    def judge(self, queries: Sequence[RubricQuery], attempt: int = 0) -> list[RubricVerdict]:
-        replies = self.backend.complete([rubric_messages(q, attempt) for q in queries])
-        return [RubricVerdict(parse_rubric(r, q.criteria), r if r is not None else "<request failed>")
-                for q, r in zip(queries, replies, strict=True)]
+    def verdict(self, query: RubricQuery, reply: str | None) -> RubricVerdict:
+        return RubricVerdict(parse_rubric(reply, query.criteria), reply if reply is not None else FAILED_REPLY)

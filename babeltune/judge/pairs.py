@@ -10,18 +10,19 @@ dropped silently. Prompts found on one side only are also listed per language an
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from babeltune.data.jsonl import iter_jsonl
+from babeltune.data.jsonl import iter_jsonl, write_jsonl_atomic
 from babeltune.judge.base import PairwiseJudge
 from babeltune.judge.cache import JudgementCache
 from babeltune.judge.protocol import ProgressFn, SxSItem, SxSJudgement, side_by_side
 
-Rows = list[dict[str, Any]]
+if TYPE_CHECKING:
+    from babeltune.generate.rows import GenerationRow
+
 
 
 @dataclass
@@ -61,7 +62,8 @@ class PairPlan:
 
 
 def plan_pairs(
-    candidate: Rows, references: dict[str, tuple[str, Rows] | None], languages: Sequence[str],
+    candidate: list[GenerationRow], references: dict[str, tuple[str, list[GenerationRow]] | None],
+    languages: Sequence[str],
 ) -> PairPlan:
     """SxS items of `candidate` against each language's reference rows (None: no reference for it)."""
     items: list[SxSItem] = []
@@ -77,22 +79,22 @@ def plan_pairs(
             continue
         ref_name, ref_rows = ref
         names[lang] = ref_name
-        by_id = {r["id"]: r for r in ref_rows if r["lang"] == lang}
-        mine = [r for r in candidate if r["lang"] == lang]
-        missing = [r["id"] for r in mine if r["id"] not in by_id]
+        by_id = {r.id: r for r in ref_rows if r.lang == lang}
+        mine = [r for r in candidate if r.lang == lang]
+        missing = [r.id for r in mine if r.id not in by_id]
         if missing:
             only_candidate[lang] = missing
-        ids = {r["id"] for r in mine}
+        ids = {r.id for r in mine}
         absent = [rid for rid in by_id if rid not in ids]
         if absent:
             only_reference[lang] = absent
         for row in mine:
-            other = by_id.get(row["id"])
-            if other is None or row.get("error") is not None or other.get("error") is not None:
+            other = by_id.get(row.id)
+            if other is None or row.failed or other.failed:
                 failed[lang] = failed.get(lang, 0) + 1
                 continue
-            items.append(SxSItem(row["id"], row["pid"], lang, row["prompt"], row["response"] or "",
-                                 other["response"] or "", row.get("reference")))
+            items.append(SxSItem(row.id, row.pid, lang, row.prompt, row.response or "", other.response or "",
+                                 row.reference))
     return PairPlan(items, names, failed, no_ref, only_candidate, only_reference)
 
 
@@ -105,10 +107,7 @@ def run_judge(
 
 
 def save_judgements(path: Path, judgements: Sequence[SxSJudgement]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(j.to_dict(), ensure_ascii=False) + "\n" for j in judgements), encoding="utf-8")
-    tmp.replace(path)
+    write_jsonl_atomic(path, (j.to_dict() for j in judgements))
 
 
 def load_judgements(path: Path) -> list[SxSJudgement]:

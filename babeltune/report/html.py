@@ -63,7 +63,7 @@ def _with_ci(row: ResultRow | None, scale: float = 1.0, digits: int = 1) -> str:
     if row is None:
         return "&ndash;"
     text = _fmt(row.value, scale, digits)
-    if row.low is not None and row.high is not None and not math.isnan(row.value) and row.n > 1:
+    if row.low is not None and row.high is not None and row.value is not None and row.n > 1:
         text += f" <small>[{_fmt(row.low, scale, digits)}, {_fmt(row.high, scale, digits)}]</small>"
     if row.invalid:
         text += f" <small class='missing'>({row.invalid} invalid)</small>"

@@ -7,7 +7,6 @@ when there is nothing to draw, so the page simply leaves that figure out (and sa
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,15 +31,13 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def _ok(value: float | None) -> bool:
-    return value is not None and not math.isnan(value)
-
-
 def _error_bar(row: ResultRow, scale: float) -> tuple[float, float]:
     """Distances from the value down to the CI's low bound and up to its high bound (0 where absent)."""
+    if row.value is None:
+        return 0.0, 0.0
     y = row.value * scale
-    low = y - row.low * scale if row.low is not None and _ok(row.low) else 0.0
-    high = row.high * scale - y if row.high is not None and _ok(row.high) else 0.0
+    low = y - row.low * scale if row.low is not None else 0.0
+    high = row.high * scale - y if row.high is not None else 0.0
     return max(low, 0.0), max(high, 0.0)
 
 
@@ -58,7 +55,7 @@ def heatmap(table: Table, conditions: Sequence[str], languages: Sequence[str], *
     for i, cond in enumerate(rows):
         for j, lang in enumerate(cols):
             row = table[cond].get(lang)
-            if row is not None and _ok(row.value):
+            if row is not None and row.value is not None:
                 values[i, j] = row.value * scale
     fig, ax = plt.subplots(figsize=(1.0 + 0.62 * len(cols), 0.9 + 0.45 * len(rows)))
     image = ax.imshow(np.ma.masked_invalid(values), cmap="RdYlGn", vmin=vmin, vmax=vmax, aspect="auto")
@@ -91,7 +88,7 @@ def scores_with_ci(table: Table, conditions: Sequence[str], languages: Sequence[
         xs, ys, lows, highs = [], [], [], []
         for j, lang in enumerate(cols):
             row = table[cond].get(lang)
-            if row is None or not _ok(row.value):
+            if row is None or row.value is None:
                 continue
             xs.append(j - 0.35 + width * (k + 0.5))
             y = row.value * scale
@@ -124,7 +121,7 @@ def grouped_bars(values: dict[str, dict[str, ResultRow]], groups: Sequence[str],
         xs, ys, err_lo, err_hi = [], [], [], []
         for j, group in enumerate(groups):
             row = values[name].get(group)
-            if row is None or not _ok(row.value):
+            if row is None or row.value is None:
                 continue
             y = row.value * scale
             xs.append(j - 0.4 + width * (k + 0.5))
