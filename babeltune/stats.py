@@ -99,13 +99,16 @@ def rate(outcomes: Sequence[bool] | Sequence[float] | np.ndarray, confidence: fl
 
 
 def _cluster_index(n: int, clusters: Sequence[Hashable] | None) -> tuple[np.ndarray, int]:
-    """Each item's cluster number (0..k-1) and k; without clusters every item is its own cluster."""
+    """Each item's cluster number (0..k-1) and k; without clusters every item is its own cluster.
+    Clusters are numbered in the sorted order of their labels, so the resamples, and the interval, do
+    not depend on the order the items came in (a backend that finishes prompts in another order gives
+    the same figures)."""
     if clusters is None:
         return np.arange(n), n
     if len(clusters) != n:
         raise ValueError(f"{len(clusters)} cluster labels for {n} values")
-    numbers: dict[Hashable, int] = {}
-    index = np.fromiter((numbers.setdefault(c, len(numbers)) for c in clusters), dtype=np.int64, count=n)
+    numbers = {label: i for i, label in enumerate(sorted(set(clusters), key=repr))}
+    index = np.fromiter((numbers[c] for c in clusters), dtype=np.int64, count=n)
     return index, len(numbers)
 
 
@@ -206,7 +209,7 @@ def paired_difference(
     Newcombe's alone ignores the clustering of prompts across languages."""
     shared = [key for key in a if key in b and not (math.isnan(a[key]) or math.isnan(b[key]))]
     diffs = [a[key] - b[key] for key in shared]
-    labels: list[Hashable] | None = [clusters.get(key, key) for key in shared] if clusters is not None else None
+    labels: list[Hashable] = [clusters.get(key, key) if clusters is not None else key for key in shared]
     spread = (bounds[0] - bounds[1], bounds[1] - bounds[0]) if bounds is not None else None
     boot = bootstrap_mean(diffs, labels, n_boot=n_boot, confidence=confidence, seed=seed, bounds=spread)
     pairs = [(a[key], b[key]) for key in shared]

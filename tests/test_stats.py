@@ -137,3 +137,23 @@ def test_bounded_means_never_get_a_zero_width_interval() -> None:
     rng = np.random.default_rng(0)
     scores = [float(v) for v in rng.choice([1.0, 2.0, 3.0], 400)]
     assert stats.bootstrap_mean(scores, seed=0) == stats.bootstrap_mean(scores, seed=0, bounds=(1.0, 3.0))
+
+
+def test_intervals_do_not_depend_on_the_order_items_came_in() -> None:
+    """Backends finish prompts in different orders (vLLM vs the local engine): the same items in another
+    order must give the same interval, for cluster means and paired differences."""
+    import random
+
+    values = [float(i % 3 == 0) + 0.1 * i for i in range(30)]
+    pids = [f"p{i % 10}" for i in range(30)]
+    order = list(range(30))
+    random.Random(1).shuffle(order)
+    first = stats.bootstrap_mean(values, pids, seed=3)
+    again = stats.bootstrap_mean([values[i] for i in order], [pids[i] for i in order], seed=3)
+    assert (first.value, first.low, first.high) == pytest.approx((again.value, again.low, again.high), abs=1e-12)
+    a = {f"x{i}": values[i] for i in range(30)}
+    b = {f"x{i}": values[(i * 7) % 30] for i in range(30)}
+    shuffled_a = {f"x{i}": a[f"x{i}"] for i in order}
+    d1 = stats.paired_difference(a, b, seed=5)
+    d2 = stats.paired_difference(shuffled_a, b, seed=5)
+    assert (d1.low, d1.high) == pytest.approx((d2.low, d2.high), abs=1e-12)
