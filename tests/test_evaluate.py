@@ -126,3 +126,13 @@ def test_eval_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "generation file not found" in capsys.readouterr().err
     assert main(["eval", "--generations", str(gen), "--out", str(tmp_path / "y"), "--set", "nope=1"]) == 2
     assert "unknown key" in capsys.readouterr().err
+
+
+def test_metrics_do_not_depend_on_the_order_responses_were_generated_in(tmp_path: Path) -> None:
+    """vLLM and the local engine finish prompts in different orders: the same responses in another order
+    give the same table, row for row (languages sorted, intervals order-free)."""
+    rows = sample_rows()
+    first = evaluate(write(tmp_path / "a.jsonl", rows), None, EvalConfig(bootstrap=300, seed=1))
+    again = evaluate(write(tmp_path / "b.jsonl", rows[::-1]), None, EvalConfig(bootstrap=300, seed=1))
+    assert [r.to_dict() for r in first.metrics] == [r.to_dict() for r in again.metrics]
+    assert [r.lang for r in first.metrics if r.metric == "responses"] == ["en", "es", "zh", "overall"]

@@ -157,9 +157,10 @@ def item_values(responses: Sequence[ScoredResponse]) -> dict[tuple[str, str], di
 
 def compute_metrics(responses: Sequence[ScoredResponse], *, n_boot: int = stats.N_BOOT,
                     confidence: float = stats.CONFIDENCE, seed: int = 0) -> list[ResultRow]:
-    """The tidy metrics table: each language (in first-seen order), then overall."""
+    """The tidy metrics table: each language (sorted by code), then overall. Neither the order of the
+    languages nor the figures depend on the order the responses were generated in."""
     scopes: dict[str, list[ScoredResponse]] = {}
-    for r in responses:
+    for r in sorted(responses, key=lambda r: (r.lang, r.id)):
         scopes.setdefault(r.lang, []).append(r)
     scopes[OVERALL] = list(responses)
     rows: list[ResultRow] = []
