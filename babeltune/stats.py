@@ -155,7 +155,8 @@ def bootstrap(
     if _cluster_index(n, clusters)[1] >= 2:
         replicates = np.asarray(statistic(data, resample_weights(n, clusters, n_boot=n_boot, seed=seed)))
         low, high = percentile_interval(replicates, confidence)
-    if bounds is not None and (math.isnan(low) or low == high) and not math.isnan(value):
+    degenerate = math.isnan(low) or high - low <= 1e-12 * max(1.0, abs(value))  # rounding noise is no spread
+    if bounds is not None and degenerate and not math.isnan(value):
         return _wilson_of_mean(value, n, bounds, confidence)
     return Estimate(value, low, high, n)
 
@@ -207,7 +208,8 @@ def paired_difference(
     Newcombe 1998, built from the two Wilson intervals), and the reported interval spans both: the
     bootstrap alone collapses to [0, 0] when every pair agrees (4 of 4 right in both conditions), and
     Newcombe's alone ignores the clustering of prompts across languages."""
-    shared = [key for key in a if key in b and not (math.isnan(a[key]) or math.isnan(b[key]))]
+    # canonical order: the sums round the same whatever order the items came in
+    shared = sorted((key for key in a if key in b and not (math.isnan(a[key]) or math.isnan(b[key]))), key=repr)
     diffs = [a[key] - b[key] for key in shared]
     labels: list[Hashable] = [clusters.get(key, key) if clusters is not None else key for key in shared]
     spread = (bounds[0] - bounds[1], bounds[1] - bounds[0]) if bounds is not None else None

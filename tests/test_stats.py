@@ -157,3 +157,13 @@ def test_intervals_do_not_depend_on_the_order_items_came_in() -> None:
     d1 = stats.paired_difference(a, b, seed=5)
     d2 = stats.paired_difference(shuffled_a, b, seed=5)
     assert (d1.low, d1.high) == pytest.approx((d2.low, d2.high), abs=1e-12)
+
+
+def test_rounding_noise_is_no_spread() -> None:
+    """Differences that cancel only up to rounding (1e-17) are degenerate: a bounded score then gets its
+    Wilson fallback, not a zero-width bootstrap interval that depends on the order of the sums."""
+    noise = [1e-17, -1e-17, 0.0, 2e-17, -2e-17, 0.0]
+    est = stats.bootstrap_mean(noise, [f"p{i}" for i in range(6)], bounds=(-1.0, 1.0), seed=0)
+    exact = stats.bootstrap_mean([0.0] * 6, [f"p{i}" for i in range(6)], bounds=(-1.0, 1.0), seed=0)
+    assert est.high - est.low > 0.1
+    assert (est.low, est.high) == pytest.approx((exact.low, exact.high))
