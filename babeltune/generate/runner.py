@@ -147,24 +147,12 @@ def run_generation(
         done = {(row.id, row.key) for row in rows}
         summary.reused = sum(1 for rec in records if (rec.id, keys[rec.id]) in done)
         summary.other_rows = sum(1 for row in rows if keys.get(row.id) != row.key)
-        # Same prompt and language (a steered backend edits states per language) under greedy decoding:
-        # the same answer, so one request, or an answer already stored, serves every such record.
-        stored = {(row.key, row.lang): row for row in rows if not row.failed} \
-            if settings.greedy else {}
         pending = [rec for rec in records if (rec.id, keys[rec.id]) not in done]
-        groups: dict[str, list[ChatRecord]] = {}  # request id -> the records its answer is for
-        lead: dict[tuple[str, str], str] = {}
-        for rec in pending:
-            same = (keys[rec.id], rec.lang)
-            if same in stored:
-                sink.append(build_row(rec, _stored_result(stored[same], rec.id), identity, settings, keys[rec.id]))
-                summary.generated += 1
-                summary.same_prompt += 1
-            elif settings.greedy and same in lead:
-                groups[lead[same]].append(rec)
-            else:
-                groups[rec.id] = [rec]
-                lead[same] = rec.id
+        from_store, groups = _plan_requests(pending, rows, keys, settings.greedy)
+        for rec, row in from_store:
+            sink.append(build_row(rec, _stored_result(row, rec.id), identity, settings, keys[rec.id]))
+        summary.generated += len(from_store)
+        summary.same_prompt += len(from_store)
         requests = [GenerationRequest(rid, recs[0].prompt_messages) for rid, recs in groups.items()]
         start = time.perf_counter()
         bar = _progress(len(requests), progress)
@@ -194,6 +182,28 @@ def run_generation(
 
 MAX_LISTED_FAILURES = 5
 """Failed records named (with their error) in a summary."""
+
+
+def _plan_requests(pending: Sequence[ChatRecord], rows: Sequence[GenerationRow], keys: dict[str, str],
+                   greedy: bool) -> tuple[list[tuple[ChatRecord, GenerationRow]], dict[str, list[ChatRecord]]]:
+    """What to send for the `pending` records: (records answered by a stored row, request id -> the
+    records its answer is for). Under greedy decoding, records with the same prompt and language (a
+    steered backend edits states per language) get the same answer, so one request, or an answer
+    already stored, serves every such record; otherwise each record is its own request."""
+    stored = {(row.key, row.lang): row for row in rows if not row.failed} if greedy else {}
+    from_store: list[tuple[ChatRecord, GenerationRow]] = []
+    groups: dict[str, list[ChatRecord]] = {}
+    lead: dict[tuple[str, str], str] = {}
+    for rec in pending:
+        same = (keys[rec.id], rec.lang)
+        if same in stored:
+            from_store.append((rec, stored[same]))
+        elif greedy and same in lead:
+            groups[lead[same]].append(rec)
+        else:
+            groups[rec.id] = [rec]
+            lead[same] = rec.id
+    return from_store, groups
 
 
 def _shared_result(result: GenerationResult, record_id: str) -> GenerationResult:
