@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from babeltune.bench.config import BenchConfig
 from babeltune.config import ConfigError, from_dict, load_config
 from babeltune.data.mixtures import MixtureSpec
 from babeltune.generate.config import LocalConfig, VLLMConfig
@@ -330,6 +331,9 @@ class ExperimentConfig:
     judge: JudgeSettings = field(default_factory=JudgeSettings)
     samples_per_language: int = 3
     """Prompts per language shown side by side in the report."""
+    bench: BenchConfig | None = None
+    """lm-evaluation-harness tasks run on every condition's model after its evaluation (`babeltune bench`'s
+    settings; the runner sets model and steering per condition); null: no bench stage."""
 
     def __post_init__(self) -> None:
         if not self.conditions:
@@ -339,6 +343,10 @@ class ExperimentConfig:
         self.languages = parse_language_list(self.languages)
         self.eval_languages = parse_language_list(self.eval_languages)
         check_train_overlay(self.train)
+        if self.bench is not None:
+            from babeltune.experiments.bench import check_bench_section
+
+            check_bench_section(self.bench)
         for i, spec in enumerate(self.conditions):
             check_train_overlay(spec.train, prefix=f"conditions[{i}].train")
 

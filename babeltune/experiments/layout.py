@@ -40,6 +40,10 @@ class ConditionPaths:
     def eval_rows(self) -> Path:
         return self.root / "eval" / "rows.json"
 
+    @property
+    def bench(self) -> Path:
+        return self.root / "bench"
+
     def judge_cache(self, kind: str) -> Path:
         return self.root / "judge" / f"{kind}.cache.jsonl"
 

@@ -22,6 +22,7 @@ from babeltune.data import ChatRecord
 from babeltune.experiments.config import Condition, ExperimentConfig, ExperimentGenerateConfig
 from babeltune.experiments.results import ResultRow
 from babeltune.judge import LLMPairwiseJudge, LLMRubricJudge, PairwiseJudge, ReferenceJudge, RubricJudge
+from babeltune.lens.config import SteerConfig
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,18 @@ class RealPipeline:
         from babeltune.experiments.evaluation import evaluation_rows
 
         return evaluation_rows(condition, generations, seed=config.seed)
+
+    # ---------------------------------------------------------------- bench
+    def bench(self, config: ExperimentConfig, model: str, steer: SteerConfig | None, out_dir: Path) -> dict[str, Any]:
+        from dataclasses import replace
+
+        from babeltune.bench.harness import run_bench
+
+        if config.bench is None:
+            raise ValueError("the experiment has no bench section")
+        self._close_backend()  # the generation model is not needed any more: free its memory first
+        result = run_bench(replace(config.bench, model=model, steer=steer), out_dir, steer)
+        return {"rows": len(result.rows), "lm_eval_version": result.identity.get("lm_eval_version")}
 
     # ---------------------------------------------------------------- judge
     def pairwise_judge(self, kind: str, config: ExperimentConfig) -> PairwiseJudge:

@@ -22,6 +22,7 @@ PRIOR_SECONDS: dict[str, float] = {
     "evaluate": 0.01,  # per response
     "judge": 0.05,  # per pair (both orders)
     "report": 5.0,  # per report
+    "bench": 60.0,  # per lm-eval task or group
 }
 
 

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from babeltune.config import to_dict
 from babeltune.data import ChatRecord, build_mixture, load_records, write_jsonl
 from babeltune.data.readers import fingerprint_records
+from babeltune.experiments.bench import bench_meta, bench_rows, folder_digest
 from babeltune.experiments.claims import CLAIMS_DIR, Claims, ClaimSettings
 from babeltune.experiments.config import Condition, ExperimentConfig, expand_conditions
 from babeltune.experiments.judging import agreement_rows, rubric_rows, sxs_result_rows
@@ -49,6 +50,7 @@ from babeltune.judge import (
     SxSJudgement,
 )
 from babeltune.judge.pairs import PairPlan, load_judgements, plan_pairs, run_judge, save_judgements
+from babeltune.lens.config import SteerConfig
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,11 @@ class Pipeline(Protocol):
 
     def evaluate(self, config: ExperimentConfig, condition: str, generations: dict[str, Path]) -> list[ResultRow]:
         """Language fidelity and modifier metrics of the generations, as result rows."""
+        ...
+
+    def bench(self, config: ExperimentConfig, model: str, steer: SteerConfig | None, out_dir: Path) -> dict[str, Any]:
+        """Run `config.bench`'s lm-eval tasks on `model` (steered by `steer`) into `out_dir` (`babeltune bench`'s
+        results.csv, results.json, samples.jsonl); return a summary."""
         ...
 
     def pairwise_judge(self, kind: str, config: ExperimentConfig) -> PairwiseJudge:
@@ -158,6 +165,9 @@ class ExperimentRunner:
                                   f"responses", "generate", len(records) * max_new))
             units.append(Unit(f"{cond.name}:evaluate", f"{cond.name}: evaluate", "evaluate",
                               sum(len(r) for r in self.splits.values())))
+            if cfg.bench is not None:
+                units.append(Unit(f"{cond.name}:bench", f"{cond.name}: lm-eval {','.join(cfg.bench.tasks)}", "bench",
+                                  len(cfg.bench.tasks)))
         n_pairs = len(self.splits.get("eval", []))
         for kind in cfg.judge.judges():
             for cond in self.conditions:
@@ -226,6 +236,11 @@ class ExperimentRunner:
             return {"rows": len(rows)}
 
         self._stage(logbook, f"{cond.name}:evaluate", "evaluate", fp_eval, [paths.eval_rows], do_evaluate)
+        if cfg.bench is not None:
+            bench_model = str(state["train"]["model"])
+            fp_bench = fingerprint("bench", fp_train, to_dict(cfg.bench), folder_digest(cfg.bench.include_path))
+            self._stage(logbook, f"{cond.name}:bench", "bench", fp_bench, [paths.bench / "results.json"],
+                        lambda: self.pipeline.bench(cfg, bench_model, None, paths.bench))
         state["generate_fingerprint"] = gen_fps.get("eval")
         return state
 
@@ -404,6 +419,8 @@ class ExperimentRunner:
         for cond in self.conditions:
             paths = ConditionPaths.of(self.run_dir, cond.name)
             rows += [ResultRow.from_dict(r) for r in json.loads(paths.eval_rows.read_text(encoding="utf-8"))]
+            if self.config.bench is not None:
+                rows += bench_rows(cond.name, paths.bench)
             loss = states[cond.name]["train"].get("final_loss")
             if loss is not None:
                 rows.append(ResultRow(cond.name, "all", "train_loss", float(loss), n=cond.mixture.budget))
@@ -436,6 +453,8 @@ class ExperimentRunner:
         return {"experiment": cfg.name, "model": cfg.model, "conditions": [c.name for c in self.conditions],
                 "languages": list(cfg.eval_languages), "primary_judge": kinds[0] if kinds else None,
                 "judges": kinds, "condition_info": info,
+                "bench": {c.name: bench_meta(ConditionPaths.of(self.run_dir, c.name).bench)
+                          for c in self.conditions} if cfg.bench is not None else {},
                 "reference_note": f"Reference per language: {cfg.judge.reference}"
                                   + (f" from {cfg.judge.reference_run}" if cfg.judge.reference_run else "") + ".",
                 **judge_meta}

@@ -96,6 +96,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     parts.append(_modifier_section(rows, conditions))
     parts.append(_rubric_section(rows, conditions))
     parts.append(_agreement_section(rows, conditions))
+    parts.append(_bench_section(rows, conditions, meta))
     samples_path = run_dir / SAMPLES_JSON
     samples = json.loads(samples_path.read_text(encoding="utf-8")) if samples_path.exists() else None
     parts.append(_samples_section(samples, conditions, languages))
@@ -273,6 +274,31 @@ def _agreement_section(rows: list[ResultRow], conditions: list[str]) -> str:
         out.append(f"<tr><td>{_e(r.condition)}</td><td>{_e(r.judge)}</td><td class='num'>{r.n}</td>"
                    f"<td class='num'>{_fmt(r.value, 100.0)}</td><td class='num'>"
                    f"{_fmt(kappa.value if kappa else None, 1.0, 2)}</td></tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def _bench_section(rows: list[ResultRow], conditions: list[str], meta: dict[str, Any]) -> str:
+    """lm-evaluation-harness figures (the bench stage): one line per task, language and metric, one column
+    per condition; nothing when the run had no bench stage."""
+    from babeltune.experiments.bench import split_bench_metric
+
+    cells: dict[tuple[str, str, str], dict[str, ResultRow]] = {}
+    for r in rows:
+        parsed = split_bench_metric(r.metric)
+        if parsed is not None and not r.is_difference:
+            cells.setdefault((parsed[0], r.lang, parsed[1]), {})[r.condition] = r
+    if not cells:
+        return ""
+    versions = sorted({str(info.get("lm_eval_version")) for info in meta.get("bench", {}).values()})
+    out = ["<h2>Standard benchmarks (lm-evaluation-harness)</h2>",
+           f"<p class='note'>lm-eval {_e(', '.join(versions) or 'n/a')}; values in %, 95% CI in brackets; task "
+           "versions and hashes in results.json (bench).</p><table><tr><th>task</th><th>language</th><th>metric</th>",
+           *(f"<th>{_e(c)}</th>" for c in conditions), "</tr>"]
+    for (task, lang, metric), by_cond in sorted(cells.items()):
+        out.append(f"<tr><td>{_e(task)}</td><td>{_e(lang)}</td><td>{_e(metric)}</td>")
+        out.extend(f"<td class='num'>{_with_ci(by_cond.get(c), 100.0)}</td>" for c in conditions)
+        out.append("</tr>")
     out.append("</table>")
     return "".join(out)
 

@@ -1,0 +1,98 @@
+"""The experiment's bench stage (lm-evaluation-harness tasks per condition) on the tiny model and a local task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_parallel, write_rows
+
+pytest.importorskip("lm_eval")
+
+from babeltune.bench.config import BenchConfig
+from babeltune.config import ConfigError, from_dict
+from babeltune.experiments.bench import bench_metric
+from babeltune.experiments.config import ExperimentConfig
+from babeltune.experiments.results import read_results
+from babeltune.experiments.runner import run_experiment
+
+LANGS = ("en", "es")
+
+
+@pytest.fixture(scope="module")
+def tasks_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from test_bench import write_task_folder
+
+    return write_task_folder(tmp_path_factory.mktemp("tasks"))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.train_helpers import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+def experiment_data(tmp_path: Path, model: Path, tasks: Path, **extra: Any) -> dict[str, Any]:
+    """A one-condition experiment on the tiny model: LoRA on 4 examples, 2 eval prompts, no judge."""
+    train = write_rows(tmp_path / "train.jsonl", make_parallel(4, LANGS))
+    evals = [{**r, "id": "e" + r["id"], "pid": "e" + r["pid"]} for r in make_parallel(1, LANGS)]
+    return {
+        "name": "tiny-bench", "model": str(model), "budget": 4, "languages": list(LANGS),
+        "eval_languages": list(LANGS),
+        "data": {"train": str(train), "eval": str(write_rows(tmp_path / "eval.jsonl", evals)), "modifiers": None},
+        "conditions": [{"name": "uniform", "mixture": {"recipe": "uniform"}}],
+        "train": {"method": "lora", "lr": 1e-2, "epochs": 1, "batch_size": 2, "merge": True, "tensorboard": False,
+                  "progress": False, "peak_tflops": 0.1, "lora": {"r": 4, "alpha": 8}},
+        "generate": {"decoding": {"max_new_tokens": 4}, "local": {"batch_size": 4}},
+        "judge": {"kind": "none"},
+        "bench": {"tasks": ["toycopa"], "include_path": str(tasks), "batch_size": 4, "bootstrap_iters": 0},
+        **extra,
+    }
+
+
+def test_bench_stage_rows_equal_run_bench_and_a_rerun_skips_it(tmp_path: Path, model_dir: Path,
+                                                                 tasks_dir: Path) -> None:
+    from babeltune.bench.harness import run_bench
+
+    cfg = from_dict(ExperimentConfig, experiment_data(tmp_path, model_dir, tasks_dir))
+    run_dir = tmp_path / "run"
+    summary = run_experiment(cfg, run_dir, progress=False, report=True)
+    assert "uniform:bench" in summary.ran
+    rows, meta = read_results(run_dir)
+    ours = {(r.lang, r.metric): r for r in rows if r.metric.startswith("bench:")}
+    stages = json.loads((run_dir / "conditions" / "uniform" / "stages.json").read_text())
+    tuned = stages["train"]["info"]["model"]
+    assert tuned.endswith("merged")
+    direct = run_bench(BenchConfig(model=tuned, tasks=["toycopa"], include_path=str(tasks_dir), batch_size=4,
+                                   bootstrap_iters=0))
+    assert len(ours) == len(direct.rows) == 3  # toycopa_en, toycopa_es and the group
+    for row in direct.rows:
+        mine = ours[(row.language, bench_metric(row.task, row.metric, row.filter))]
+        assert (mine.value, mine.low, mine.high, mine.n) == pytest.approx((row.value, row.low, row.high, row.n))
+    assert ("uniform", "es", "bench:toycopa_es:acc") in {(r.condition, r.lang, r.metric) for r in rows}
+    bench = meta["bench"]["uniform"]
+    assert bench["lm_eval_version"] and bench["tasks"]["toycopa_en"]["config_sha256"]
+    assert (run_dir / "conditions" / "uniform" / "bench" / "samples.jsonl").exists()
+    assert "lm-evaluation-harness" in (run_dir / "report.html").read_text()
+    again = run_experiment(cfg, run_dir, progress=False, report=False)
+    assert again.ran == [] and "uniform:bench" in again.skipped
+    assert [r.to_dict() for r in read_results(run_dir)[0]] == [r.to_dict() for r in rows]
+
+
+@pytest.mark.parametrize(("bench", "message"), [
+    ({"tasks": []}, "bench.tasks"),
+    ({"tasks": ["xcopa"], "model": "x"}, "bench.model is set by the experiment runner"),
+    ({"tasks": ["xcopa"], "batch_size": 0}, "batch_size"),
+    ({"tasks": ["xcopa"], "shots": 0}, "bench.shots"),
+])
+def test_bench_section_is_checked_at_load(tmp_path: Path, bench: dict[str, Any], message: str) -> None:
+    from babeltune.experiments.config import load_experiment
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(json.dumps({"name": "x", "conditions": [{"name": "a"}], "bench": bench}))
+    with pytest.raises(ConfigError, match=message) as info:
+        load_experiment(path)
+    assert str(path) in str(info.value)
