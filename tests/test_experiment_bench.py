@@ -96,3 +96,85 @@ def test_bench_section_is_checked_at_load(tmp_path: Path, bench: dict[str, Any],
     with pytest.raises(ConfigError, match=message) as info:
         load_experiment(path)
     assert str(path) in str(info.value)
+
+
+def study_c_data(tmp_path: Path, model: Path, tasks: Path) -> dict[str, Any]:
+    """The four kinds of study C on the tiny model: base, steering, Lens, LoRA xSFT."""
+    return experiment_data(
+        tmp_path, model, tasks,
+        conditions=[{"name": "base", "method": "base"},
+                    {"name": "steer", "method": "steer", "steer": {"coefficient": 4.0}},
+                    {"name": "lens", "method": "lens"},
+                    {"name": "xsft", "mixture": {"recipe": "uniform"}}],
+        probe={"min_per_language": 2, "per_language": 8, "holdout": 0.0, "batch_size": 8},
+        lens={"max_steps": 2, "grad_accum": 1, "max_groups": 4, "progress": False, "save_every": 0},
+        steer={"layers": [0, 1]},
+    )
+
+
+def test_each_method_runs_its_own_stages_and_its_bench_rows_match(tmp_path: Path, model_dir: Path,
+                                                                  tasks_dir: Path) -> None:
+    from babeltune.bench.harness import run_bench
+    from babeltune.lens.config import SteerConfig
+
+    cfg = from_dict(ExperimentConfig, study_c_data(tmp_path, model_dir, tasks_dir))
+    run_dir = tmp_path / "run"
+    run_experiment(cfg, run_dir, progress=False, report=True)
+    folder = run_dir / "conditions"
+    stages = {name: set(json.loads((folder / name / "stages.json").read_text()))
+              for name in ("base", "steer", "lens", "xsft")}
+    assert stages["base"] == {"generate:eval", "evaluate", "bench"}
+    assert stages["steer"] == {"probe", "generate:eval", "evaluate", "bench"}
+    assert stages["lens"] == {"probe", "lens", "generate:eval", "evaluate", "bench"}
+    assert stages["xsft"] == {"mixture", "train", "generate:eval", "evaluate", "bench"}
+    assert not (folder / "base" / "mixture.jsonl").exists() and (folder / "lens" / "lens" / "final").is_dir()
+    steered = json.loads((folder / "steer" / "generations" / "eval.jsonl").read_text().splitlines()[0])
+    assert steered["model"]["steering"]["coefficient"] == 4.0
+
+    rows, meta = read_results(run_dir)
+    bench = {(r.condition, r.lang, r.metric): r.value for r in rows if r.metric.startswith("bench:")}
+    settings = {"tasks": ["toycopa"], "include_path": str(tasks_dir), "batch_size": 4, "bootstrap_iters": 0}
+    base = run_bench(BenchConfig(model=str(model_dir), **settings))
+    steer = SteerConfig(subspace=str(folder / "steer" / "probe"), coefficient=4.0, layers=[0, 1])
+    steer_direct = run_bench(BenchConfig(model=str(model_dir), steer=steer, **settings), steering=steer)
+    for cond, result in (("base", base), ("steer", steer_direct)):
+        assert {(r.language, bench_metric(r.task, r.metric)): r.value for r in result.rows} == {
+            (lang, metric): value for (c, lang, metric), value in bench.items() if c == cond}
+    assert meta["bench"]["steer"]["steering"]["coefficient"] == 4.0
+    lens_samples = (folder / "lens" / "bench" / "samples.jsonl").read_text()
+    assert lens_samples != (folder / "base" / "bench" / "samples.jsonl").read_text()  # the trained model differs
+
+    tokens = {r.condition: r.value for r in rows if r.metric == "train_tokens"}
+    assert set(tokens) == {"lens", "xsft"} and all(value > 0 for value in tokens.values())
+    compute = meta["compute"]
+    assert compute["base"]["model_seconds"] == 0.0 and "train_tokens" not in compute["base"]
+    for cond in ("steer", "lens", "xsft"):
+        assert compute[cond]["model_seconds"] > 0
+    assert compute["lens"]["train_tokens"] == tokens["lens"] and set(compute["lens"]["stages"]) == stages["lens"]
+    assert meta["condition_info"]["base"]["mixture"] == "the base model, untuned"
+    assert "model_seconds" in (run_dir / "report.html").read_text()
+    assert run_experiment(cfg, run_dir, progress=False, report=False).ran == []
+
+
+@pytest.mark.parametrize(("condition", "extra", "message"), [
+    ({"name": "b", "method": "base", "mixture": {"recipe": "uniform"}}, {}, "method base takes no mixture"),
+    ({"name": "b", "method": "tune", "mixture": {"recipe": "uniform"}, "steer": {"coefficient": 2}}, {},
+     "method tune takes no steer"),
+    ({"name": "s-{lr}", "method": "steer", "vary": {"train.lr": [1.0]}}, {}, "method steer takes no train"),
+    ({"name": "s", "method": "steer"}, {"steer": {"strength": 2}}, "steer.strength"),
+    ({"name": "s", "method": "steer"}, {"steer": {"subspace": "x"}}, "steer.subspace is set by the experiment runner"),
+    ({"name": "s", "method": "steer"}, {"generate": {"backend": "vllm"}}, "needs generate.backend local"),
+    ({"name": "l", "method": "lens", "lens": {"top_layers": 0}}, {}, "top_layers"),
+    ({"name": "l", "method": "lens"}, {"probe": {"model": "x"}}, "probe.model is set by the experiment runner"),
+    ({"name": "l", "method": "lens"}, {"languages": ["es", "ru"]}, "central language"),
+    ({"name": "l", "method": "magic"}, {}, "method"),
+])
+def test_condition_methods_are_checked_at_load(tmp_path: Path, condition: dict[str, Any], extra: dict[str, Any],
+                                               message: str) -> None:
+    from babeltune.experiments.config import load_experiment
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(json.dumps({"name": "x", "conditions": [condition], **extra}))
+    with pytest.raises(ConfigError, match=message) as info:
+        load_experiment(path)
+    assert str(path) in str(info.value)

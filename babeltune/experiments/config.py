@@ -183,6 +183,10 @@ class ExperimentGenerateConfig:
                 "settings": to_dict(section) if section is not None else None}
 
 
+ConditionMethod = Literal["tune", "base", "lens", "steer"]
+"""How a condition gets its model (see `ConditionSpec.method`)."""
+
+
 @dataclass
 class ConditionSpec:
     """One entry of the grid (it may expand into several conditions through `vary`)."""
@@ -190,6 +194,15 @@ class ConditionSpec:
     name: str
     """The condition's name, a folder name: letters, digits, '-', '_', '.', and {placeholders} for the
     varied keys (e.g. "mono-{lang}")."""
+    method: ConditionMethod = "tune"
+    """tune: instruction tuning on the condition's mixture (`train`: LoRA or full; study C's xSFT).
+    base: the experiment's model untouched. lens: Lens manipulation training (`lens`) on a subspace
+    probed from the base model (`probe`). steer: the base model steered along that subspace (`steer`)
+    while it generates and runs the bench tasks. Only tune conditions build a mixture and train."""
+    lens: dict[str, Any] = field(default_factory=dict)
+    """method lens: `LensTrainConfig` keys over the experiment's `lens`."""
+    steer: dict[str, Any] = field(default_factory=dict)
+    """method steer: `SteerConfig` keys (mode, coefficient, layers, lang) over the experiment's `steer`."""
     mixture: dict[str, Any] = field(default_factory=dict)
     """`MixtureSpec` fields (recipe, lang, languages, pinch_count, pinch_percent, budget); budget,
     languages, seed and eval languages default to the experiment's."""
@@ -200,9 +213,9 @@ class ConditionSpec:
 
     def __post_init__(self) -> None:
         for key, values in self.vary.items():
-            if key.split(".")[0] not in ("mixture", "train", "budget"):
-                raise ConfigError(f"condition {self.name!r}: vary key {key!r} must start with mixture., train. or be "
-                                  f"budget")
+            if key.split(".")[0] not in ("mixture", "train", "budget", "lens", "steer"):
+                raise ConfigError(f"condition {self.name!r}: vary key {key!r} must start with mixture., train., "
+                                  f"lens., steer. or be budget")
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"condition {self.name!r}: vary.{key} must be a non-empty list of values")
 
@@ -331,6 +344,14 @@ class ExperimentConfig:
     judge: JudgeSettings = field(default_factory=JudgeSettings)
     samples_per_language: int = 3
     """Prompts per language shown side by side in the report."""
+    probe: dict[str, Any] = field(default_factory=dict)
+    """lens and steer conditions: `ProbeConfig` keys of the probe stage that finds the base model's
+    language subspace (the runner sets model; data defaults to [data.train], languages to `languages`)."""
+    lens: dict[str, Any] = field(default_factory=dict)
+    """lens conditions: `LensTrainConfig` keys shared by all (the runner sets model, subspace and seed;
+    data defaults to data.train, languages to `languages`)."""
+    steer: dict[str, Any] = field(default_factory=dict)
+    """steer conditions: `SteerConfig` keys shared by all (the runner sets subspace)."""
     bench: BenchConfig | None = None
     """lm-evaluation-harness tasks run on every condition's model after its evaluation (`babeltune bench`'s
     settings; the runner sets model and steering per condition); null: no bench stage."""
@@ -360,6 +381,11 @@ class Condition:
     train: dict[str, Any]
     """The experiment's train keys with the condition's applied (TrainConfig keys and LaunchSettings)."""
     varied: dict[str, Any]
+    method: ConditionMethod = "tune"
+    lens: dict[str, Any] = field(default_factory=dict)
+    """method lens: the experiment's lens keys with the condition's applied."""
+    steer: dict[str, Any] = field(default_factory=dict)
+    """method steer: the experiment's steer keys with the condition's applied."""
 
     @property
     def launch(self) -> LaunchSettings:
@@ -414,13 +440,15 @@ def expand_conditions(config: ExperimentConfig) -> list[Condition]:
 def _build_condition(config: ExperimentConfig, spec: ConditionSpec, varied: dict[str, Any]) -> Condition:
     mixture = copy.deepcopy(spec.mixture)
     train = merge_train(config.train, spec.train)
+    sections = {"mixture": mixture, "train": train, "lens": merge_train(config.lens, spec.lens),
+                "steer": merge_train(config.steer, spec.steer)}
     budget = mixture.pop("budget", config.budget)
     for key, value in varied.items():
         section, _, rest = key.partition(".")
         if section == "budget":
             budget = value
         else:
-            _set_dotted(mixture if section == "mixture" else train, rest, value)
+            _set_dotted(sections[section], rest, value)
     budget = mixture.pop("budget", budget)
     fields = {"languages": list(config.languages), "seed": config.seed,
               "eval_languages": list(config.eval_languages), **mixture, "budget": budget}
@@ -439,13 +467,18 @@ def _build_condition(config: ExperimentConfig, spec: ConditionSpec, varied: dict
         raise ConfigError(f"{_SOURCE.get()}: condition {name} trains a full model (train.method full), but "
                           f"generate.backend endpoint serves LoRA adapters on the server's base model; use "
                           f"train.method lora, or generate.backend local or vllm")
+    from babeltune.experiments.methods import check_method
+
+    check_method(config, spec, sections["lens"], sections["steer"], f"{_SOURCE.get()}: condition {name}")
+    if spec.method != "tune":  # no mixture is built; a placeholder keeps the condition's record uniform
+        fields.setdefault("recipe", "uniform")
     try:
         mixture_spec = MixtureSpec(**fields)
     except TypeError as exc:
         raise ConfigError(f"condition {name}: mixture: {exc}") from exc
     except ValueError as exc:
         raise ConfigError(f"condition {name}: {exc}") from exc
-    return Condition(name, mixture_spec, train, varied)
+    return Condition(name, mixture_spec, train, varied, spec.method, sections["lens"], sections["steer"])
 
 
 def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:

@@ -41,6 +41,14 @@ class ConditionPaths:
         return self.root / "eval" / "rows.json"
 
     @property
+    def probe(self) -> Path:
+        return self.root / "probe"
+
+    @property
+    def lens(self) -> Path:
+        return self.root / "lens"
+
+    @property
     def bench(self) -> Path:
         return self.root / "bench"
 

@@ -59,11 +59,17 @@ class RealPipeline:
 
     def generate(
         self, config: ExperimentConfig, model: str, records: Sequence[ChatRecord], out: Path,
+        steer: SteerConfig | None = None,
     ) -> dict[str, Any]:
         from babeltune.generate import run_generation
 
         backend = self._generation_backend(config, model)
-        summary = run_generation(records, backend, config.generate.decoding, out, progress=True)
+        with contextlib.ExitStack() as stack:
+            if steer is not None:  # hooks on the held model for this call only (generation identity names them)
+                from babeltune.lens.generation import steer_backend
+
+                backend = steer_backend(stack, backend, steer, {r.id: r.lang for r in records})
+            summary = run_generation(records, backend, config.generate.decoding, out, progress=True)
         print(f"      {summary.line()}", flush=True)
         return {"generated": summary.generated, "reused": summary.reused, "failed": summary.failed,
                 "new_tokens": summary.new_tokens, "seconds": summary.seconds}
@@ -73,6 +79,22 @@ class RealPipeline:
         from babeltune.experiments.evaluation import evaluation_rows
 
         return evaluation_rows(condition, generations, seed=config.seed)
+
+    # ---------------------------------------------------------------- probe, lens
+    def probe(self, config: ExperimentConfig, out: Path) -> dict[str, Any]:
+        from babeltune.experiments.methods import probe_config
+        from babeltune.lens.probing import run_probe
+
+        self._close_backend()
+        result = run_probe(probe_config(config), out)
+        return {"languages": list(result.subspace.languages), "prompt_tokens": result.tokens,
+                "seconds": result.seconds}
+
+    def lens_train(self, config: ExperimentConfig, condition: Condition, subspace: Path, out: Path) -> dict[str, Any]:
+        from babeltune.experiments.methods import run_lens_stage
+
+        self._close_backend()
+        return run_lens_stage(config, condition, subspace, out)
 
     # ---------------------------------------------------------------- bench
     def bench(self, config: ExperimentConfig, model: str, steer: SteerConfig | None, out_dir: Path) -> dict[str, Any]:

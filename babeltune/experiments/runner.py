@@ -40,6 +40,7 @@ from babeltune.experiments.claims import CLAIMS_DIR, Claims, ClaimSettings
 from babeltune.experiments.config import Condition, ExperimentConfig, expand_conditions
 from babeltune.experiments.judging import agreement_rows, rubric_rows, sxs_result_rows
 from babeltune.experiments.layout import ConditionPaths, move_aside, read_generation_rows
+from babeltune.experiments.methods import compute_rows, compute_summary, describe_method, probe_config, steer_config
 from babeltune.experiments.progress import ProgressPlan, Unit
 from babeltune.experiments.results import ResultRow, difference_rows, write_results
 from babeltune.experiments.stages import StageLog, fingerprint
@@ -66,7 +67,16 @@ class Pipeline(Protocol):
     def generate(
         self, config: ExperimentConfig, model: str, records: Sequence[ChatRecord], out: Path,
     ) -> dict[str, Any]:
-        """Generate a response per record into `out` (resuming a partial file); return a summary."""
+        """Generate a response per record into `out` (resuming a partial file); return a summary. A steer
+        condition's call adds `steer=SteerConfig` (the steering to apply while generating)."""
+        ...
+
+    def probe(self, config: ExperimentConfig, out: Path) -> dict[str, Any]:
+        """Probe `config.model`'s language subspace into `out` (`methods.probe_config`); return a summary."""
+        ...
+
+    def lens_train(self, config: ExperimentConfig, condition: Condition, subspace: Path, out: Path) -> dict[str, Any]:
+        """Lens manipulation training of `config.model` on `subspace` into `out`; return at least {"model": path}."""
         ...
 
     def evaluate(self, config: ExperimentConfig, condition: str, generations: dict[str, Path]) -> list[ResultRow]:
@@ -158,8 +168,9 @@ class ExperimentRunner:
         max_new = float(cfg.generate.decoding.max_new_tokens)
         units = []
         for cond in self.conditions:
-            units.append(Unit(f"{cond.name}:train", f"{cond.name}: tune on {cond.mixture.budget} examples", "train",
-                              cond.mixture.budget * epochs))
+            if cond.method == "tune":
+                units.append(Unit(f"{cond.name}:train", f"{cond.name}: tune on {cond.mixture.budget} examples",
+                                  "train", cond.mixture.budget * epochs))
             for split, records in self.splits.items():
                 units.append(Unit(f"{cond.name}:generate:{split}", f"{cond.name}: generate {len(records)} {split} "
                                   f"responses", "generate", len(records) * max_new))
@@ -196,36 +207,61 @@ class ExperimentRunner:
             self.plan.finish(key, seconds)
         return info
 
+    def _prepare_model(self, cond: Condition, logbook: StageLog, paths: ConditionPaths,
+                       state: dict[str, Any]) -> tuple[str, SteerConfig | None]:
+        """The stages that give a condition its model, by its method (see `methods`): sets state["mixture"]
+        and state["train"] (the model's record), returns (the model's fingerprint, its steering or None)."""
+        cfg = self.config
+        state["mixture"] = {"summary": {}}
+        state["train"] = {"model": cfg.model, "adapter": None}
+        if cond.method == "tune":
+            fp_mix = fingerprint("mixture", asdict(cond.mixture), self.data_fingerprints[cfg.data.train])
+
+            def do_mixture() -> dict[str, Any]:
+                mixture = build_mixture(self.train_source.records, cond.mixture, source_name=cfg.data.train)
+                write_jsonl(mixture.records, paths.mixture)
+                paths.mixture.with_name(paths.mixture.name + ".summary.json").write_text(
+                    json.dumps(mixture.summary, indent=1, ensure_ascii=False), encoding="utf-8")
+                return {"summary": mixture.summary}
+
+            state["mixture"] = self._stage(logbook, f"{cond.name}:mixture", "mixture", fp_mix, [paths.mixture],
+                                           do_mixture)
+            fp_train = fingerprint("train", fp_mix, cond.train, cfg.model, cfg.seed)
+            state["train"] = self._stage(logbook, f"{cond.name}:train", "train", fp_train, [paths.train],
+                                         lambda: self.pipeline.train(cfg, cond, paths.mixture, paths.train))
+            return fp_train, None
+        if cond.method == "base":
+            return fingerprint("base", cfg.model), None
+        fp_probe = fingerprint("probe", to_dict(probe_config(cfg)), self.data_fingerprints[cfg.data.train])
+        self._stage(logbook, f"{cond.name}:probe", "probe", fp_probe, [paths.probe],
+                    lambda: self.pipeline.probe(cfg, paths.probe))
+        if cond.method == "lens":
+            fp_lens = fingerprint("lens", fp_probe, cond.lens, cfg.model, cfg.seed, cfg.data.train)
+            state["train"] = self._stage(logbook, f"{cond.name}:lens", "lens", fp_lens, [paths.lens / "final"],
+                                         lambda: self.pipeline.lens_train(cfg, cond, paths.probe, paths.lens))
+            return fp_lens, None
+        steer = steer_config(cond.steer, paths.probe, f"condition {cond.name}")
+        return fingerprint("steer", fp_probe, cond.steer, cfg.model), steer
+
     def _run_condition(self, cond: Condition) -> dict[str, Any]:
         cfg = self.config
         paths = ConditionPaths.of(self.run_dir, cond.name)
         logbook = StageLog(paths.root)
         state: dict[str, Any] = {}
-        fp_mix = fingerprint("mixture", asdict(cond.mixture), self.data_fingerprints[cfg.data.train])
-
-        def do_mixture() -> dict[str, Any]:
-            mixture = build_mixture(self.train_source.records, cond.mixture, source_name=cfg.data.train)
-            write_jsonl(mixture.records, paths.mixture)
-            paths.mixture.with_name(paths.mixture.name + ".summary.json").write_text(
-                json.dumps(mixture.summary, indent=1, ensure_ascii=False), encoding="utf-8")
-            return {"summary": mixture.summary}
-
-        state["mixture"] = self._stage(logbook, f"{cond.name}:mixture", "mixture", fp_mix, [paths.mixture], do_mixture)
-        fp_train = fingerprint("train", fp_mix, cond.train, cfg.model, cfg.seed)
-        state["train"] = self._stage(logbook, f"{cond.name}:train", "train", fp_train, [paths.train],
-                                     lambda: self.pipeline.train(cfg, cond, paths.mixture, paths.train))
+        fp_model, steer = self._prepare_model(cond, logbook, paths, state)
         model = generation_model(state["train"], cfg.generate.backend)
         generations: dict[str, Path] = {}
         gen_fps: dict[str, str] = {}
         for split, records in self.splits.items():
             out = paths.generations(split)
-            gen_fps[split] = fingerprint("generate", fp_train, cfg.generate.stage_settings(),
+            gen_fps[split] = fingerprint("generate", fp_model, cfg.generate.stage_settings(),
                                          self.data_fingerprints[split])
             previous = logbook.records.get(f"generate:{split}")
             if previous is not None and previous.fingerprint != gen_fps[split] and out.exists():
                 move_aside(out, "generations of another model or other generation settings")
             self._stage(logbook, f"{cond.name}:generate:{split}", f"generate:{split}", gen_fps[split], [out],
-                        lambda records=records, out=out: self.pipeline.generate(cfg, model, records, out))  # type: ignore[misc]
+                        lambda records=records, out=out: self.pipeline.generate(  # type: ignore[misc]
+                            cfg, model, records, out, **({"steer": steer} if steer else {})))
             generations[split] = out
         fp_eval = fingerprint("evaluate", gen_fps)
 
@@ -238,9 +274,9 @@ class ExperimentRunner:
         self._stage(logbook, f"{cond.name}:evaluate", "evaluate", fp_eval, [paths.eval_rows], do_evaluate)
         if cfg.bench is not None:
             bench_model = str(state["train"]["model"])
-            fp_bench = fingerprint("bench", fp_train, to_dict(cfg.bench), folder_digest(cfg.bench.include_path))
+            fp_bench = fingerprint("bench", fp_model, to_dict(cfg.bench), folder_digest(cfg.bench.include_path))
             self._stage(logbook, f"{cond.name}:bench", "bench", fp_bench, [paths.bench / "results.json"],
-                        lambda: self.pipeline.bench(cfg, bench_model, None, paths.bench))
+                        lambda: self.pipeline.bench(cfg, bench_model, steer, paths.bench))
         state["generate_fingerprint"] = gen_fps.get("eval")
         return state
 
@@ -323,8 +359,10 @@ class ExperimentRunner:
     def _condition_fingerprint(self, cond: Condition) -> str:
         """Everything a condition's stages depend on: its done marker must match it."""
         cfg = self.config
+        extra = () if cond.method == "tune" and cfg.bench is None else (
+            cond.method, cond.lens, cond.steer, cfg.probe, to_dict(cfg.bench) if cfg.bench else None)
         return fingerprint("condition", asdict(cond.mixture), cond.train, cfg.model, cfg.seed,
-                           cfg.generate.stage_settings(), self.data_fingerprints)
+                           cfg.generate.stage_settings(), self.data_fingerprints, *extra)
 
     def _judging_fingerprint(self, cond: Condition, fps: dict[str, str]) -> str:
         cfg = self.config
@@ -421,6 +459,7 @@ class ExperimentRunner:
             rows += [ResultRow.from_dict(r) for r in json.loads(paths.eval_rows.read_text(encoding="utf-8"))]
             if self.config.bench is not None:
                 rows += bench_rows(cond.name, paths.bench)
+            rows += compute_rows(cond.name, compute_summary(paths.root))
             loss = states[cond.name]["train"].get("final_loss")
             if loss is not None:
                 rows.append(ResultRow(cond.name, "all", "train_loss", float(loss), n=cond.mixture.budget))
@@ -453,6 +492,8 @@ class ExperimentRunner:
         return {"experiment": cfg.name, "model": cfg.model, "conditions": [c.name for c in self.conditions],
                 "languages": list(cfg.eval_languages), "primary_judge": kinds[0] if kinds else None,
                 "judges": kinds, "condition_info": info,
+                "compute": {c.name: compute_summary(ConditionPaths.of(self.run_dir, c.name).root)
+                            for c in self.conditions},
                 "bench": {c.name: bench_meta(ConditionPaths.of(self.run_dir, c.name).bench)
                           for c in self.conditions} if cfg.bench is not None else {},
                 "reference_note": f"Reference per language: {cfg.judge.reference}"
@@ -485,6 +526,8 @@ def generation_model(train_info: dict[str, Any], backend: str) -> str:
 
 
 def _describe(cond: Condition) -> str:
+    if cond.method != "tune":
+        return describe_method(cond)
     m = cond.mixture
     if m.recipe == "monolingual":
         return f"monolingual {m.lang}"

@@ -97,6 +97,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     parts.append(_rubric_section(rows, conditions))
     parts.append(_agreement_section(rows, conditions))
     parts.append(_bench_section(rows, conditions, meta))
+    parts.append(_compute_section(meta, conditions))
     samples_path = run_dir / SAMPLES_JSON
     samples = json.loads(samples_path.read_text(encoding="utf-8")) if samples_path.exists() else None
     parts.append(_samples_section(samples, conditions, languages))
@@ -299,6 +300,28 @@ def _bench_section(rows: list[ResultRow], conditions: list[str], meta: dict[str,
         out.append(f"<tr><td>{_e(task)}</td><td>{_e(lang)}</td><td>{_e(metric)}</td>")
         out.extend(f"<td class='num'>{_with_ci(by_cond.get(c), 100.0)}</td>" for c in conditions)
         out.append("</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+COMPUTE_KEYS = ("model_seconds", "train_tokens", "train_flops")
+
+
+def _compute_section(meta: dict[str, Any], conditions: list[str]) -> str:
+    """What each condition cost (the run meta's `compute`), per stage; nothing in runs without it."""
+    compute: dict[str, Any] = meta.get("compute") or {}
+    if not compute:
+        return ""
+    stages = list(dict.fromkeys(stage for info in compute.values() for stage in info.get("stages", {})))
+    out = ["<h2>Compute</h2><p class='note'>Seconds per stage; model_seconds: the stages that made the condition's "
+           "model (mixture, train, probe, lens; 0 for the base model); train_tokens / train_flops: the training "
+           "steps' logged totals.</p><table><tr><th>condition</th>",
+           *(f"<th>{_e(k)}</th>" for k in (*COMPUTE_KEYS, *stages)), "</tr>"]
+    for cond in conditions:
+        info = compute.get(cond, {})
+        cells = [info.get(k) for k in COMPUTE_KEYS] + [info.get("stages", {}).get(s) for s in stages]
+        out.append(f"<tr><td>{_e(cond)}</td>" + "".join(
+            f"<td class='num'>{'&ndash;' if v is None else f'{v:.4g}'}</td>" for v in cells) + "</tr>")
     out.append("</table>")
     return "".join(out)
 
