@@ -98,26 +98,29 @@ def test_bench_section_is_checked_at_load(tmp_path: Path, bench: dict[str, Any],
     assert str(path) in str(info.value)
 
 
-def study_c_data(tmp_path: Path, model: Path, tasks: Path) -> dict[str, Any]:
-    """The four kinds of study C on the tiny model: base, steering, Lens, LoRA xSFT."""
-    return experiment_data(
-        tmp_path, model, tasks,
-        conditions=[{"name": "base", "method": "base"},
-                    {"name": "steer", "method": "steer", "steer": {"coefficient": 4.0}},
-                    {"name": "lens", "method": "lens"},
-                    {"name": "xsft", "mixture": {"recipe": "uniform"}}],
-        probe={"min_per_language": 2, "per_language": 8, "holdout": 0.0, "batch_size": 8},
-        lens={"max_steps": 2, "grad_accum": 1, "max_groups": 4, "progress": False, "save_every": 0},
-        steer={"layers": [0, 1]},
-    )
+SHIPPED = Path(__file__).parent.parent / "babeltune" / "configs" / "experiments" / "study-c-lens.yaml"
 
 
-def test_each_method_runs_its_own_stages_and_its_bench_rows_match(tmp_path: Path, model_dir: Path,
-                                                                  tasks_dir: Path) -> None:
+def cpu_overrides(tasks: Path) -> list[str]:
+    """The `--set` overrides the shipped study-c-lens file's header gives for a CPU run on a local task."""
+    import shlex
+
+    line = next(text for text in SHIPPED.read_text().splitlines() if text.startswith("# CPU run on a local task:"))
+    words = shlex.split(line.split(":", 1)[1])
+    assert words[::2] == ["--set"] * (len(words) // 2)
+    return [value.replace("TASK_DIR", str(tasks)) for value in words[1::2]]
+
+
+def test_study_c_lens_runs_end_to_end_and_each_method_does_its_own_stages(tmp_path: Path, model_dir: Path,
+                                                                           tasks_dir: Path) -> None:
+    """The shipped study-c-lens experiment, shrunk by its header's overrides, on the tiny model: base, Lens,
+    steering and LoRA xSFT each run their own stages; base and steer bench rows equal `run_bench`'s."""
     from babeltune.bench.harness import run_bench
+    from babeltune.experiments.config import load_experiment
     from babeltune.lens.config import SteerConfig
 
-    cfg = from_dict(ExperimentConfig, study_c_data(tmp_path, model_dir, tasks_dir))
+    cfg = load_experiment(SHIPPED, [*cpu_overrides(tasks_dir), f"model={model_dir}", "generate.local.batch_size=8",
+                                    "lens.grad_accum=2", "train.epochs=1", "probe.per_language=20"])
     run_dir = tmp_path / "run"
     run_experiment(cfg, run_dir, progress=False, report=True)
     folder = run_dir / "conditions"
@@ -129,18 +132,21 @@ def test_each_method_runs_its_own_stages_and_its_bench_rows_match(tmp_path: Path
     assert stages["xsft"] == {"mixture", "train", "generate:eval", "evaluate", "bench"}
     assert not (folder / "base" / "mixture.jsonl").exists() and (folder / "lens" / "lens" / "final").is_dir()
     steered = json.loads((folder / "steer" / "generations" / "eval.jsonl").read_text().splitlines()[0])
-    assert steered["model"]["steering"]["coefficient"] == 4.0
+    assert steered["model"]["steering"]["coefficient"] == 1.0
 
     rows, meta = read_results(run_dir)
+    fidelity = {(r.condition, r.lang) for r in rows if r.metric == "correct_language" and r.baseline is None}
+    assert {(c, "all") for c in stages} <= fidelity and {lang for _, lang in fidelity} <= {*cfg.eval_languages, "all"}
     bench = {(r.condition, r.lang, r.metric): r.value for r in rows if r.metric.startswith("bench:")}
-    settings = {"tasks": ["toycopa"], "include_path": str(tasks_dir), "batch_size": 4, "bootstrap_iters": 0}
+    assert ("xsft", "en", "bench:toycopa_en:acc") in bench  # English retention
+    settings = {"tasks": ["toycopa"], "include_path": str(tasks_dir), "batch_size": 8}
     base = run_bench(BenchConfig(model=str(model_dir), **settings))
-    steer = SteerConfig(subspace=str(folder / "steer" / "probe"), coefficient=4.0, layers=[0, 1])
+    steer = SteerConfig(subspace=str(folder / "steer" / "probe"), coefficient=1.0, layers=[-1])
     steer_direct = run_bench(BenchConfig(model=str(model_dir), steer=steer, **settings), steering=steer)
     for cond, result in (("base", base), ("steer", steer_direct)):
         assert {(r.language, bench_metric(r.task, r.metric)): r.value for r in result.rows} == {
             (lang, metric): value for (c, lang, metric), value in bench.items() if c == cond}
-    assert meta["bench"]["steer"]["steering"]["coefficient"] == 4.0
+    assert meta["bench"]["steer"]["steering"]["coefficient"] == 1.0
     lens_samples = (folder / "lens" / "bench" / "samples.jsonl").read_text()
     assert lens_samples != (folder / "base" / "bench" / "samples.jsonl").read_text()  # the trained model differs
 
@@ -152,8 +158,20 @@ def test_each_method_runs_its_own_stages_and_its_bench_rows_match(tmp_path: Path
         assert compute[cond]["model_seconds"] > 0
     assert compute["lens"]["train_tokens"] == tokens["lens"] and set(compute["lens"]["stages"]) == stages["lens"]
     assert meta["condition_info"]["base"]["mixture"] == "the base model, untuned"
-    assert "model_seconds" in (run_dir / "report.html").read_text()
+    report = (run_dir / "report.html").read_text()
+    assert "Compute" in report and "toycopa_es" in report
     assert run_experiment(cfg, run_dir, progress=False, report=False).ran == []
+
+
+def test_study_c_lens_as_shipped_is_gpu_sized_on_the_published_tasks() -> None:
+    from babeltune.experiments.config import expand_conditions, load_experiment
+
+    cfg = load_experiment(SHIPPED)
+    assert cfg.bench is not None and cfg.bench.tasks == ["xcopa", "xstorycloze", "xwinograd", "m_mmlu"]
+    assert cfg.bench.device == "cuda" and cfg.generate.local.device == "cuda"
+    assert [(c.name, c.method) for c in expand_conditions(cfg)] == [
+        ("base", "base"), ("lens", "lens"), ("steer", "steer"), ("xsft", "tune")]
+    assert "en" in cfg.eval_languages
 
 
 @pytest.mark.parametrize(("condition", "extra", "message"), [
