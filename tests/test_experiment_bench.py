@@ -196,3 +196,12 @@ def test_condition_methods_are_checked_at_load(tmp_path: Path, condition: dict[s
     with pytest.raises(ConfigError, match=message) as info:
         load_experiment(path)
     assert str(path) in str(info.value)
+
+
+def test_list_names_each_conditions_method(capsys: pytest.CaptureFixture[str]) -> None:
+    from babeltune.cli import main
+
+    assert main(["run", "study-c-lens", "--list"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert "method base" in lines["base"] and "method steer" in lines["steer"] and "method lens" in lines["lens"]
+    assert "uniform" in lines["xsft"] and "budget=1600" in lines["xsft"]

@@ -94,7 +94,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     conditions = expand_conditions(config)
     if args.list:
         for cond in conditions:
-            print(f"{cond.name:<24} {cond.mixture.recipe:<12} budget={cond.mixture.budget} {cond.varied or ''}")
+            what = (f"{cond.mixture.recipe:<12} budget={cond.mixture.budget}" if cond.method == "tune"
+                    else f"method {cond.method}")
+            print(f"{cond.name:<24} {what} {cond.varied or ''}")
         return 0
     from babeltune.outputs import check_output
 
