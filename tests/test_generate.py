@@ -157,6 +157,25 @@ def test_local_backend_renders_with_the_training_template(tiny_tok: Any, tiny_lm
     assert ident["fingerprint"] == LocalBackend(tiny_lm, tiny_tok).identity()["fingerprint"]
 
 
+def test_local_and_vllm_identities_share_one_shape(tiny_tok: Any, tiny_lm: Any,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both backends describe themselves through one helper: the same keys in the same order, vLLM adding
+    its engine (checked without vLLM: a stand-in engine and version)."""
+    from babeltune.generate import vllm as vllm_backend
+
+    monkeypatch.setattr(vllm_backend, "vllm_version", lambda: "0.0-test")
+    llm = SimpleNamespace(llm_engine=SimpleNamespace(model_config=SimpleNamespace(dtype=torch.bfloat16)))
+    engine = vllm_backend._Engine(llm=llm, model_path="tiny")
+    served = vllm_backend.VLLMBackend(engine, tiny_tok, model_name="tiny", fingerprint="abc", template="gemma")
+    assert served.identity() == {"backend": "vllm", "engine": "vllm 0.0-test", "model": "tiny", "fingerprint": "abc",
+                                 "dtype": "bfloat16", "template": "gemma"}
+    assert list(served.identity()) == ["backend", "engine", "model", "fingerprint", "dtype", "template"]
+    local = LocalBackend(tiny_lm, tiny_tok, template="gemma")
+    local.identity_extra["steering"] = {"mode": "add"}
+    assert list(local.identity()) == ["backend", "model", "fingerprint", "dtype", "template", "steering"]
+    assert local.identity()["backend"] == "local" and local.identity()["steering"] == {"mode": "add"}
+
+
 def test_settings_are_validated() -> None:
     for bad in ({"max_new_tokens": 0}, {"temperature": -1}, {"top_p": 0}, {"top_k": -1}, {"repetition_penalty": 0}):
         with pytest.raises(ValueError):
