@@ -14,14 +14,7 @@ from babeltune.generate import DecodingSettings, GenerationRequest, LocalBackend
 from babeltune.generate.decoding import apply_repetition_penalty, filter_top_k_top_p, left_pad, length_sorted_batches
 from babeltune.models import get_template, render_prompt
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    """Tiny models run ~30x faster on one thread when the CPU is shared (no OpenMP spinning)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 PROMPTS = ["The quick brown fox", "Kuidas sul täna läheb? " * 3, "敏捷的棕色狐狸", "Habari za leo? " * 2, "Как дела"]

@@ -12,10 +12,8 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,6 +36,7 @@ from babeltune.generate.endpoint import EndpointBackend, EndpointConfig
 from babeltune.generate.rows import GenerationRow
 from babeltune.languages import LANGUAGES
 from tests.conftest import write_rows
+from tests.loopback import QuietHandler, loopback_server, serving
 
 CODE = "```python\nprint('Hello, {name}!'.format(name='Ana'))\n```"
 # English source turns and their known translations (what the fake translator returns).
@@ -118,18 +117,15 @@ def source_rows() -> list[dict[str, Any]]:
     return rows
 
 
-class FakeTranslator(BaseHTTPRequestHandler):
+class FakeTranslator(QuietHandler):
     """An OpenAI-compatible translator that answers from `TEXTS`, with `FAULTS` injected."""
 
     by_masked: ClassVar[dict[str, str]] = {mask(t["en"])[0]: turn for turn, t in TEXTS.items()}
     delay: ClassVar[float] = 0.0
     requests: ClassVar[list[str]] = []
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
     def do_GET(self) -> None:
-        self._send(200, json.dumps({"object": "list", "data": [{"id": "fake-translator"}]}))
+        self.send_body(200, json.dumps({"object": "list", "data": [{"id": "fake-translator"}]}))
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -145,35 +141,20 @@ class FakeTranslator(BaseHTTPRequestHandler):
         text = mask(TEXTS[turn][lang])[0]
         if fault and not (once and retry):
             if fault == "broken":
-                self._send(200, "<html>upstream error</html>", "text/html")
+                self.send_body(200, "<html>upstream error</html>", "text/html")
                 return
             text = {"english": masked, "empty": "  ", "drop_marker": text.replace("⟦1⟧", ""),
                     "overlong": text + " Tämä on ylimääräistä tekstiä, jota kukaan ei pyytänyt." * 6}[fault]
-        self._send(200, json.dumps({"choices": [{"message": {"role": "assistant", "content": text},
+        self.send_body(200, json.dumps({"choices": [{"message": {"role": "assistant", "content": text},
                                                  "finish_reason": "stop"}],
                                     "usage": {"prompt_tokens": 10, "completion_tokens": 10}}))
-
-    def _send(self, status: int, text: str, content_type: str = "application/json") -> None:
-        data = text.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            self.wfile.write(data)
 
 
 @contextlib.contextmanager
 def fake_translator(delay: float = 0.0) -> Iterator[str]:
     FakeTranslator.delay, FakeTranslator.requests = delay, []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeTranslator)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback_server(FakeTranslator, "/v1") as url:
+        yield url
 
 
 def test_mask_protects_code_links_placeholders_and_tags() -> None:
@@ -351,12 +332,10 @@ def test_source_language_selects_a_parallel_sources_records() -> None:
 def test_translation_through_serve_on_the_tiny_model(tmp_path: Path, tiny_tok: Any, tiny_lm: Any,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from babeltune.generate.local import LocalBackend
-    from babeltune.generate.server import start_server
 
     local = LocalBackend(tiny_lm, tiny_tok, batch_size=4, model_name="tiny")
-    server, _ = start_server(local, port=0)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    try:
+    with serving(local) as server:
         out = tmp_path / "set.jsonl"
         cfg = TranslateConfig(source="-", out=str(out), languages=["es", "ru"],
                               endpoint=EndpointConfig(url=server.url, max_retries=0))
@@ -374,9 +353,6 @@ def test_translation_through_serve_on_the_tiny_model(tmp_path: Path, tiny_tok: A
         local_rows = local_out.with_name("set.translations.jsonl").read_text("utf-8").splitlines()
         assert sorted(json.loads(r)["response"] for r in local_rows) == sorted(r["response"] for r in rows)
         assert local_summary.first_attempt_rejected == summary.first_attempt_rejected
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_cli_local_backend_on_a_tiny_model_folder(tmp_path: Path) -> None:
