@@ -21,6 +21,7 @@ from babeltune.bench.harness import (
     run_bench,
     task_language,
 )
+from tests.train_helpers import continuation_loglik
 
 ITEMS = {
     "en": [("The man broke his toe.", "He dropped a hammer on his foot.", "He got a hole in his sock.", 0),
@@ -79,15 +80,6 @@ def _figures(result: BenchResult) -> dict[tuple[str, str], float]:
     return {(row.task, row.metric): row.value for row in result.rows}
 
 
-def _loglik(model: Any, tok: Any, context: str, continuation: str) -> float:
-    """log P(continuation | context), tokenized as a whole and split where the context ends."""
-    ctx = tok(context)["input_ids"]
-    whole = tok(context + continuation)["input_ids"]
-    with torch.no_grad():
-        logprobs = torch.log_softmax(model(torch.tensor([whole])).logits[0].double(), -1)
-    return float(sum(logprobs[pos - 1, whole[pos]] for pos in range(len(ctx), len(whole))))
-
-
 def test_accuracy_is_the_hand_count_of_log_likelihoods(tiny: tuple[Any, Any], tasks_dir: Path) -> None:
     model, tok = tiny
     result = _bench(model, tok, tasks_dir)
@@ -97,7 +89,7 @@ def test_accuracy_is_the_hand_count_of_log_likelihoods(tiny: tuple[Any, Any], ta
         logged = {s["doc_id"]: s for s in result.samples if s["task"] == f"toycopa_{lang}"}
         hits = 0
         for index, (premise, one, two, label) in enumerate(items):
-            lls = [_loglik(model, tok, premise, " " + choice) for choice in (one, two)]
+            lls = [continuation_loglik(model, tok, premise, " " + choice) for choice in (one, two)]
             assert [r[0] for r in logged[index]["responses"]] == pytest.approx(lls, abs=1e-3)
             hits += int(max(range(2), key=lambda i: lls[i]) == label)
         row = rows[(f"toycopa_{lang}", lang, "acc")]

@@ -391,12 +391,14 @@ def format_rows(rows: Sequence[BenchRow]) -> str:
     return "\n".join(lines)
 
 
-def run_bench(cfg: BenchConfig, out_dir: str | Path | None = None, steering: Any = None) -> BenchResult:
-    """Load `cfg.model` as babeltune does and run `cfg.tasks` on it; write the results when `out_dir` is given."""
+def run_bench(cfg: BenchConfig, out_dir: str | Path | None = None, steering: Any = None,
+              prepared: TaskSet | None = None) -> BenchResult:
+    """Load `cfg.model` as babeltune does and run `cfg.tasks` on it; write the results when `out_dir` is given.
+    `prepared`: tasks already found and loaded (default: `prepare_tasks(cfg)`)."""
     from babeltune.generate.local import loaded_fingerprint
     from babeltune.models.loading import load_model
 
-    prepared = prepare_tasks(cfg)
+    prepared = prepared or prepare_tasks(cfg)
     loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, merge_adapter=cfg.merge_adapter)
     identity = {"model": cfg.model, "path": loaded.path, "adapter": loaded.adapter,
                 "fingerprint": loaded_fingerprint(loaded.path, loaded.adapter), "dtype": cfg.dtype,
