@@ -23,6 +23,7 @@ import pytest
 
 from babeltune.data import ChatRecord, Message, load_records
 from babeltune.data.translate import (
+    LENGTH_BANDS,
     PROMPT_VERSION,
     REASONS,
     TEXT_HEADER,
@@ -36,7 +37,7 @@ from babeltune.data.translate import (
 )
 from babeltune.generate.endpoint import EndpointBackend, EndpointConfig
 from babeltune.generate.rows import GenerationRow
-from babeltune.languages import LANGUAGES
+from babeltune.languages import LANGUAGES, STUDY_A_LANGUAGES
 from tests.conftest import write_rows
 
 CODE = "```python\nprint('Hello, {name}!'.format(name='Ana'))\n```"
@@ -207,9 +208,52 @@ def test_gates_each_reason() -> None:
     assert reason(good.replace("⟦2⟧", "")) == "placeholder_changed"
     assert reason(good[:40] + " ⟦2⟧ ⟦3⟧ ⟦4⟧") == "length_ratio"
     assert reason(masked) == "wrong_language"
-    # per-script bounds: Chinese takes about a third of the characters of English
-    assert length_bounds(90, "en", "zh", gates) == pytest.approx((1.5, 66.0))
-    assert length_bounds(90, "en", "es", gates) == pytest.approx((33.0, 192.0))
+    # per-language bands (LENGTH_BANDS): Chinese takes about a third of the characters of English
+    assert length_bounds(90, "en", "zh", gates) == pytest.approx((0.15 * 90 - 12, 0.87 * 90 + 12))
+    assert length_bounds(90, "en", "es", gates) == pytest.approx((0.66 * 90 - 12, 2.09 * 90 + 12))
+    # a source in another language is measured in English characters first (its length / its median)
+    assert length_bounds(1179, "es", "zh", gates) == pytest.approx((0.15 * 1000 - 12, 0.87 * 1000 + 12))
+    # a language without a calibrated band: its script's factor x min_ratio / max_ratio
+    assert length_bounds(100, "en", "th", gates) == pytest.approx((0.9 * 0.5 * 100 - 12, 0.9 * 1.9 * 100 + 12))
+
+
+def text_of(lang: str, n: int) -> str:
+    """n characters of `lang`'s own script (its native name over and over, spaces left out)."""
+    letters = LANGUAGES[lang].native.replace(" ", "")
+    return (letters * n)[:n]
+
+
+@pytest.mark.parametrize("lang", [code for code in STUDY_A_LANGUAGES if code != "en"])
+def test_length_gate_accepts_the_flores_median_and_rejects_outliers(lang: str) -> None:
+    """A FLORES-like pair (an English sentence of 150 characters and a translation at the language's median
+    ratio) passes; one a third shorter than the band's floor, or 1.5 x its ceiling, does not."""
+    gates = TranslationGates(check_language=False)
+    source = text_of("en", 150)
+    median, low, high = gates.band(lang)
+    assert (median, low, high) == LENGTH_BANDS[lang]
+
+    def reason(n: int) -> str:
+        return gate(GenerationRow("r", lang, text_of(lang, n), "stop"), source, [], "en", lang, gates)[1]
+
+    assert reason(round(median * 150)) == ""
+    assert reason(round(low * 150 * 2 / 3) - gates.slack_chars) == "length_ratio"
+    assert reason(round(high * 150 * 1.5) + gates.slack_chars) == "length_ratio"
+
+
+def test_length_bands_are_overridden_field_by_field() -> None:
+    from babeltune.config import ConfigError, from_dict
+
+    gates = from_dict(TranslationGates, {"length": {"zh": {"high": 0.5}, "th": {"median": 1.2}}})
+    assert gates.band("zh") == (LENGTH_BANDS["zh"][0], LENGTH_BANDS["zh"][1], 0.5)
+    assert gates.band("es") == LENGTH_BANDS["es"]
+    assert gates.band("th") == pytest.approx((1.2, 0.9 * 0.5, 0.9 * 1.9))
+    zh = text_of("zh", 60)  # 0.6 x a 100-character English text: inside the calibrated band, above the override
+    row = GenerationRow("r", "zh", zh, "stop")
+    assert gate(row, text_of("en", 100), [], "en", "zh", TranslationGates(check_language=False))[1] == ""
+    assert gate(row, text_of("en", 100), [], "en", "zh", TranslationGates(
+        length=gates.length, check_language=False, slack_chars=0))[1] == "length_ratio"
+    with pytest.raises(ConfigError, match=r"length\.zh: need 0 < low <= median <= high"):
+        from_dict(TranslationGates, {"length": {"zh": {"low": 0.5}}})
 
 
 def check_results(out: Path, summary: dict[str, Any]) -> None:
@@ -321,6 +365,10 @@ def test_cli_errors_name_the_field(tmp_path: Path) -> None:
     gates = run_cli("data", "translate", "--source", str(src), "--out", str(tmp_path / "o.jsonl"), "--languages",
                     "es", "--set", "gates.min_ratio=2")
     assert gates.returncode != 0 and "min_ratio" in gates.stderr and "Traceback" not in gates.stderr
+    band = run_cli("data", "translate", "--source", str(src), "--out", str(tmp_path / "o.jsonl"), "--languages",
+                   "zh", "--set", "gates.length.zh.low=0.5")  # above Chinese's median: --set reaches the band
+    assert band.returncode != 0 and "length.zh: need 0 < low <= median <= high" in band.stderr
+    assert "Traceback" not in band.stderr
 
 
 def tiny_records() -> list[ChatRecord]:
@@ -411,3 +459,4 @@ def test_an_edited_source_turn_is_translated_again(tmp_path: Path, monkeypatch: 
     assert load_records(out).records[1].prompt == TEXTS["p4/0"]["fi"]
     cache = out.with_name("set.translations.jsonl").read_text("utf-8").splitlines()
     assert [json.loads(line)["id"] for line in cache] == ["p9-en|turn0|fi|attempt0"] * 2
+
