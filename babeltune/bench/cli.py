@@ -34,15 +34,23 @@ def register(sub: Any) -> None:
     parser.set_defaults(func=cmd_bench, config_flags=flags)
 
 
+def require_harness(command: str) -> None:
+    """A one-line CLIError naming the extra to install when lm-evaluation-harness is missing."""
+    from babeltune.cli import CLIError
+
+    if importlib.util.find_spec("lm_eval") is None:
+        raise CLIError(f"{command} needs lm-evaluation-harness, which is not installed: "
+                       "pip install 'babeltune[harness]'")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from babeltune.bench.config import BenchConfig
-    from babeltune.cli import CLIError, command_config
+    from babeltune.cli import command_config
     from babeltune.outputs import check_output
 
     cfg = command_config(BenchConfig, args)
     check_output(args.out, "folder")
-    if importlib.util.find_spec("lm_eval") is None:
-        raise CLIError("lm-evaluation-harness is not installed: pip install 'babeltune[harness]'")
+    require_harness("babeltune bench")
     from babeltune.bench.harness import format_rows, run_bench
 
     result = run_bench(cfg, args.out, cfg.steer)

@@ -113,6 +113,7 @@ _TRANSLATE_KEYS = ("source", "out", "languages", "source_lang", "backend", "mode
 def _register_translate(data_sub: Any) -> None:
     from babeltune.cli import positive_int
     from babeltune.data.translate import TranslateConfig
+    from babeltune.generate.cli import _VLLM_FLAGS
     from babeltune.generate.config import ENDPOINT_FLAGS
     from babeltune.options import add_config_file_options, add_config_flags
 
@@ -121,9 +122,12 @@ def _register_translate(data_sub: Any) -> None:
         description="Translate every turn of every record into each target language through a generation backend; "
         "gate each translation (language, length, markers, empty); write the prompts complete in every language. "
         "Rerunning resumes (OUT.translations.jsonl is the cache).")
-    add_config_file_options(tr, TranslateConfig, "gates.max_ratio=2.5")
+    add_config_file_options(tr, TranslateConfig, "gates.length.zh.high=1.0")
     flags = add_config_flags(tr, TranslateConfig, _TRANSLATE_KEYS)
-    flags |= add_config_flags(tr, TranslateConfig, ENDPOINT_FLAGS, names=ENDPOINT_FLAGS)
+    flags |= add_config_flags(tr.add_argument_group("endpoint backend (--endpoint URL)"), TranslateConfig,
+                              ENDPOINT_FLAGS, names=ENDPOINT_FLAGS)
+    flags |= add_config_flags(tr.add_argument_group("vllm backend (--backend vllm; needs vLLM installed: README "
+                                                    "'Development')"), TranslateConfig, _VLLM_FLAGS, names=_VLLM_FLAGS)
     flags |= add_config_flags(tr, TranslateConfig, ("decoding.max_new_tokens", "retries", "limit", "overwrite"),
                               extra={"limit": {"type": positive_int}})
     tr.set_defaults(func=cmd_translate, config_flags=flags)
@@ -147,7 +151,14 @@ def cmd_translate(args: argparse.Namespace) -> int:
     records = select_source(loaded.records, cfg.source, cfg.source_lang)
     records = records[: cfg.limit] if cfg.limit else records
     print(f"{loaded.report.summary()}; translating {len(records)} ({records[0].lang}) into {', '.join(cfg.languages)}")
-    summary = translate_records(records, make_translation_backend(cfg), cfg)
+    backend = make_translation_backend(cfg)
+    try:
+        summary = translate_records(records, backend, cfg)
+    finally:
+        if cfg.backend == "vllm":  # shut the engine's processes down, as `babeltune generate` does
+            from babeltune.generate.vllm import release_engines
+
+            release_engines()
     print("\n".join(summary.lines()))
     failed = sum(reasons.get("request_failed", 0) for reasons in summary.rejected.values())
     if failed:  # rejections by the gates are results; requests that never got an answer are not

@@ -109,6 +109,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"not finished yet (other workers hold or wait for them): {', '.join(summary.pending)}")
         print(f"when every worker has finished, `{command}` writes results and the report")
         return 0
+    from babeltune.experiments.summary import summary_table
+
+    print()
+    print(summary_table(summary.rows, [c.name for c in conditions], config.judge.judges()))
+    print()
     print(f"finished in {format_duration(summary.seconds)} ({len(summary.ran)} stage(s) run, {len(summary.skipped)} "
           f"already done); results: {out / 'results.csv'}")
     if summary.report:

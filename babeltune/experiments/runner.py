@@ -217,7 +217,7 @@ class ExperimentRunner:
             self._stage(logbook, f"{cond.name}:generate:{split}", f"generate:{split}", gen_fps[split], [out],
                         lambda records=records, out=out: self.pipeline.generate(cfg, model, records, out))  # type: ignore[misc]
             generations[split] = out
-        fp_eval = fingerprint("evaluate", gen_fps)
+        fp_eval = fingerprint("evaluate", gen_fps, to_dict(cfg.evaluate))
 
         def do_evaluate() -> dict[str, Any]:
             rows = self.pipeline.evaluate(cfg, cond.name, generations)
@@ -309,7 +309,7 @@ class ExperimentRunner:
         """Everything a condition's stages depend on: its done marker must match it."""
         cfg = self.config
         return fingerprint("condition", asdict(cond.mixture), cond.train, cfg.model, cfg.seed,
-                           cfg.generate.stage_settings(), self.data_fingerprints)
+                           cfg.generate.stage_settings(), to_dict(cfg.evaluate), self.data_fingerprints)
 
     def _judging_fingerprint(self, cond: Condition, fps: dict[str, str]) -> str:
         cfg = self.config
@@ -410,7 +410,8 @@ class ExperimentRunner:
         judge_rows, judge_meta = self._judge_all(states)
         rows += judge_rows
         names = [c.name for c in self.conditions]
-        rows += difference_rows(rows, self.run_dir, names, self.config.judge.reference, seed=self.config.seed)
+        rows += difference_rows(rows, self.run_dir, names, self.config.baseline or self.config.judge.reference,
+                                seed=self.config.seed)
         meta = self._meta(states, judge_meta)
         write_results(rows, self.run_dir, meta)
         self._write_samples()
