@@ -4,7 +4,6 @@ inside the command; the flags come from `BenchConfig` (babeltune.options)."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from typing import Any
 
 from babeltune.cli import positive_int
@@ -34,15 +33,6 @@ def register(sub: Any) -> None:
     parser.set_defaults(func=cmd_bench, config_flags=flags)
 
 
-def require_harness(command: str) -> None:
-    """A one-line CLIError naming the extra to install when lm-evaluation-harness is missing."""
-    from babeltune.cli import CLIError
-
-    if importlib.util.find_spec("lm_eval") is None:
-        raise CLIError(f"{command} needs lm-evaluation-harness, which is not installed: "
-                       "pip install 'babeltune[harness]'")
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     from babeltune.bench.config import BenchConfig
     from babeltune.cli import command_config
@@ -50,8 +40,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     cfg = command_config(BenchConfig, args)
     check_output(args.out, "folder")
+    from babeltune.bench.harness import format_rows, require_harness, run_bench
+
     require_harness("babeltune bench")
-    from babeltune.bench.harness import format_rows, run_bench
 
     result = run_bench(cfg, args.out, cfg.steer)
     print(format_rows(result.rows))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.util
 import json
 import logging
 import math
@@ -32,6 +33,15 @@ BINARY_METRICS = frozenset({"acc", "acc_norm", "exact_match"})
 """Metrics that are a share of items scored 0 or 1: their interval is Wilson's over n items."""
 _NOT_METRICS = frozenset({"name", "alias", "sample_len", "sample_count"})
 _OFFLINE_VARIABLES = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+
+
+def require_harness(command: str) -> None:
+    """A one-line CLIError naming the extra to install when lm-evaluation-harness is missing."""
+    from babeltune.cli import CLIError
+
+    if importlib.util.find_spec("lm_eval") is None:
+        raise CLIError(f"{command} needs lm-evaluation-harness, which is not installed: "
+                       "pip install 'babeltune[harness]'")
 
 
 class BenchError(ValueError):

@@ -113,8 +113,7 @@ _TRANSLATE_KEYS = ("source", "out", "languages", "source_lang", "backend", "mode
 def _register_translate(data_sub: Any) -> None:
     from babeltune.cli import positive_int
     from babeltune.data.translate import TranslateConfig
-    from babeltune.generate.cli import _VLLM_FLAGS
-    from babeltune.generate.config import ENDPOINT_FLAGS
+    from babeltune.generate.config import ENDPOINT_FLAGS, VLLM_FLAGS
     from babeltune.options import add_config_file_options, add_config_flags
 
     tr = data_sub.add_parser(
@@ -127,7 +126,7 @@ def _register_translate(data_sub: Any) -> None:
     flags |= add_config_flags(tr.add_argument_group("endpoint backend (--endpoint URL)"), TranslateConfig,
                               ENDPOINT_FLAGS, names=ENDPOINT_FLAGS)
     flags |= add_config_flags(tr.add_argument_group("vllm backend (--backend vllm; needs vLLM installed: README "
-                                                    "'Development')"), TranslateConfig, _VLLM_FLAGS, names=_VLLM_FLAGS)
+                                                    "'Development')"), TranslateConfig, VLLM_FLAGS, names=VLLM_FLAGS)
     flags |= add_config_flags(tr, TranslateConfig, ("decoding.max_new_tokens", "retries", "limit", "overwrite"),
                               extra={"limit": {"type": positive_int}})
     tr.set_defaults(func=cmd_translate, config_flags=flags)

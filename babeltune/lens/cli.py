@@ -172,7 +172,7 @@ def _steer_prompts(cfg: Any) -> list[tuple[str, str]]:
 
 
 def cmd_mc_eval(args: argparse.Namespace) -> int:
-    from babeltune.bench.cli import require_harness
+    from babeltune.bench.harness import require_harness
     from babeltune.cli import command_config
     from babeltune.config import to_dict
     from babeltune.lens.config import MCEvalConfig
