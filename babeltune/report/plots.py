@@ -41,6 +41,12 @@ def _error_bar(row: ResultRow, scale: float) -> tuple[float, float]:
     return max(low, 0.0), max(high, 0.0)
 
 
+def _present(table: Table, outer: Sequence[str], inner: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The `outer` keys `table` has (in the order given), and the `inner` keys at least one of them has."""
+    kept = [key for key in outer if key in table]
+    return kept, [key for key in inner if any(key in table[k] for k in kept)]
+
+
 def _series_points(rows: Sequence[ResultRow | None], left: float, width: float, k: int,
                    scale: float) -> tuple[list[float], list[float], list[float], list[float]]:
     """x, y and the lower and upper CI whiskers of the k-th series' rows that have a value: row j sits at
@@ -65,8 +71,7 @@ def heatmap(table: Table, conditions: Sequence[str], languages: Sequence[str], *
     """Conditions (rows) x languages (columns), each cell annotated with its value."""
     import numpy as np
 
-    rows = [c for c in conditions if c in table]
-    cols = [lang for lang in languages if any(lang in table[c] for c in rows)]
+    rows, cols = _present(table, conditions, languages)
     if not rows or not cols:
         return None
     plt = _plt()
@@ -96,8 +101,7 @@ def heatmap(table: Table, conditions: Sequence[str], languages: Sequence[str], *
 def scores_with_ci(table: Table, conditions: Sequence[str], languages: Sequence[str], *, title: str, ylabel: str,
                    scale: float = 1.0, reference_line: float | None = None) -> bytes | None:
     """Per-language values with their CI as error bars, one marker series per condition."""
-    rows = [c for c in conditions if c in table]
-    cols = [lang for lang in languages if any(lang in table[c] for c in rows)]
+    rows, cols = _present(table, conditions, languages)
     if not rows or not cols:
         return None
     plt = _plt()
@@ -119,8 +123,7 @@ def scores_with_ci(table: Table, conditions: Sequence[str], languages: Sequence[
 def grouped_bars(values: dict[str, dict[str, ResultRow]], groups: Sequence[str], series: Sequence[str], *,
                  title: str, ylabel: str, scale: float = 1.0, ylim: tuple[float, float] | None = None) -> bytes | None:
     """Bars per group (x axis) and series (colours), with CI whiskers. values: series -> group -> row."""
-    series = [s for s in series if s in values]
-    groups = [g for g in groups if any(g in values[s] for s in series)]
+    series, groups = _present(values, series, groups)
     if not series or not groups:
         return None
     plt = _plt()
