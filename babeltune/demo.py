@@ -20,8 +20,21 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+
+@dataclass
+class DemoOptions:
+    """Which preset `babeltune demo` runs, and on what."""
+
+    quick: bool = False
+    """The smaller preset (under 10 minutes on 2 CPU cores)."""
+    model: str | None = None
+    """Base model (default: the embedded gemma-3-270m)."""
+    seed: int | None = None
+    """Seed (default: the preset's, 0)."""
 
 
 def register(sub: Any) -> None:
@@ -29,13 +42,13 @@ def register(sub: Any) -> None:
         "demo", help="tune three models (English-only, a pinch of 40, uniform), evaluate, judge, report",
         description="Study A in miniature on the embedded default model and the bundled data; prints a summary "
                     "table and the path of the HTML report. Re-running resumes.")
-    parser.add_argument("--quick", action="store_true", help="the smaller preset (under 10 minutes on 2 CPU cores)")
+    from babeltune.options import add_config_flags
+
+    flags = add_config_flags(parser, DemoOptions, ("quick", "model", "seed"))
     parser.add_argument("--out", default=None, help="run directory (default runs/demo or runs/demo-quick)")
-    parser.add_argument("--model", default=None, help="base model (default: the embedded gemma-3-270m)")
-    parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of the demo experiment, e.g. --set data.eval_per_language=4")
-    parser.set_defaults(func=cmd_demo)
+    parser.set_defaults(func=cmd_demo, config_flags=flags)
 
 
 def demo_config(quick: bool, overrides: list[str]) -> Any:
@@ -49,17 +62,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from babeltune.experiments.cli import quiet_hub_progress, resumable
 
     quiet_hub_progress()
+    from babeltune.cli import command_config
     from babeltune.experiments.config import expand_conditions
     from babeltune.experiments.progress import format_duration
     from babeltune.experiments.runner import run_experiment
     from babeltune.experiments.summary import summary_table
 
+    opts = command_config(DemoOptions, args)
     overrides = list(args.overrides)
-    if args.model:
-        overrides.append(f"model={args.model}")
-    if args.seed is not None:
-        overrides.append(f"seed={args.seed}")
-    config = demo_config(args.quick, overrides)
+    if opts.model:
+        overrides.append(f"model={opts.model}")
+    if opts.seed is not None:
+        overrides.append(f"seed={opts.seed}")
+    config = demo_config(opts.quick, overrides)
     from babeltune.outputs import check_output
 
     out = check_output(args.out or Path("runs") / config.name, "folder")
@@ -67,11 +82,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     n_eval = config.data.eval_per_language or "all"
     n_mod = config.data.modifiers_per_language or "all"
-    print(f"babeltune demo{' --quick' if args.quick else ''}: {len(conditions)} models tuned from {config.model} on "
+    print(f"babeltune demo{' --quick' if opts.quick else ''}: {len(conditions)} models tuned from {config.model} on "
           f"{config.budget} bundled examples each ({', '.join(c.name for c in conditions)}); evaluated on {n_eval} "
           f"eval + {n_mod} modifier prompts per language in {len(config.eval_languages)} languages; judged against "
           f"{config.judge.reference} with the offline judge. Output: {out}", flush=True)
-    command = "babeltune demo" + (" --quick" if args.quick else "") + (f" --out {args.out}" if args.out else "")
+    command = "babeltune demo" + (" --quick" if opts.quick else "") + (f" --out {args.out}" if args.out else "")
     with resumable(command):
         summary = run_experiment(config, out)
     print()
