@@ -20,13 +20,21 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DIFFERENCE_COLUMNS: tuple[tuple[str, str, float], ...] = (
-    ("sxs", "SxS (points)", 1.0), ("correct_language", "correct language (pp)", 100.0), ("lpr", "LPR (pp)", 100.0),
-    ("modifier", "modifiers passed (pp)", 100.0))
-"""(metric, header, scale) of the printed table of paired differences."""
+
+@dataclass
+class DemoOptions:
+    """Which preset `babeltune demo` runs, and on what."""
+
+    quick: bool = False
+    """The smaller preset (under 10 minutes on 2 CPU cores)."""
+    model: str | None = None
+    """Base model (default: the embedded gemma-3-270m)."""
+    seed: int | None = None
+    """Seed (default: the preset's, 0)."""
 
 
 def register(sub: Any) -> None:
@@ -34,13 +42,13 @@ def register(sub: Any) -> None:
         "demo", help="tune three models (English-only, a pinch of 40, uniform), evaluate, judge, report",
         description="Study A in miniature on the embedded default model and the bundled data; prints a summary "
                     "table and the path of the HTML report. Re-running resumes.")
-    parser.add_argument("--quick", action="store_true", help="the smaller preset (under 10 minutes on 2 CPU cores)")
+    from babeltune.options import add_config_flags
+
+    flags = add_config_flags(parser, DemoOptions, ("quick", "model", "seed"))
     parser.add_argument("--out", default=None, help="run directory (default runs/demo or runs/demo-quick)")
-    parser.add_argument("--model", default=None, help="base model (default: the embedded gemma-3-270m)")
-    parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of the demo experiment, e.g. --set data.eval_per_language=4")
-    parser.set_defaults(func=cmd_demo)
+    parser.set_defaults(func=cmd_demo, config_flags=flags)
 
 
 def demo_config(quick: bool, overrides: list[str]) -> Any:
@@ -54,16 +62,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from babeltune.experiments.cli import quiet_hub_progress, resumable
 
     quiet_hub_progress()
+    from babeltune.cli import command_config
     from babeltune.experiments.config import expand_conditions
     from babeltune.experiments.progress import format_duration
     from babeltune.experiments.runner import run_experiment
+    from babeltune.experiments.summary import summary_table
 
+    opts = command_config(DemoOptions, args)
     overrides = list(args.overrides)
-    if args.model:
-        overrides.append(f"model={args.model}")
-    if args.seed is not None:
-        overrides.append(f"seed={args.seed}")
-    config = demo_config(args.quick, overrides)
+    if opts.model:
+        overrides.append(f"model={opts.model}")
+    if opts.seed is not None:
+        overrides.append(f"seed={opts.seed}")
+    config = demo_config(opts.quick, overrides)
     from babeltune.outputs import check_output
 
     out = check_output(args.out or Path("runs") / config.name, "folder")
@@ -71,59 +82,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     n_eval = config.data.eval_per_language or "all"
     n_mod = config.data.modifiers_per_language or "all"
-    print(f"babeltune demo{' --quick' if args.quick else ''}: {len(conditions)} models tuned from {config.model} on "
+    print(f"babeltune demo{' --quick' if opts.quick else ''}: {len(conditions)} models tuned from {config.model} on "
           f"{config.budget} bundled examples each ({', '.join(c.name for c in conditions)}); evaluated on {n_eval} "
           f"eval + {n_mod} modifier prompts per language in {len(config.eval_languages)} languages; judged against "
           f"{config.judge.reference} with the offline judge. Output: {out}", flush=True)
-    command = "babeltune demo" + (" --quick" if args.quick else "") + (f" --out {args.out}" if args.out else "")
+    command = "babeltune demo" + (" --quick" if opts.quick else "") + (f" --out {args.out}" if args.out else "")
     with resumable(command):
         summary = run_experiment(config, out)
     print()
-    print(summary_table(summary.rows, [c.name for c in conditions], config.judge.judges()[0]))
+    print(summary_table(summary.rows, [c.name for c in conditions], config.judge.judges()))
     print()
     print(f"done in {format_duration(time.perf_counter() - start)} ({len(summary.ran)} stages run, "
           f"{len(summary.skipped)} reused from an earlier run)")
     print(f"results: {out / 'results.csv'}")
     print(f"report:  {summary.report}")
     return 0
-
-
-def summary_table(rows: list[Any], conditions: list[str], judge: str) -> str:
-    """The demo's table: per condition, SxS vs the reference (all languages) and the evaluation rates, then
-    the paired differences against the first condition and the SxS scores per language."""
-    from babeltune.experiments.results import format_differences
-
-    def cell(cond: str, metric: str, scale: float, lang: str = "all", digits: int = 1) -> str:
-        found = [r for r in rows if r.condition == cond and r.metric == metric and r.lang == lang
-                 and not r.is_difference and (metric != "sxs" or r.judge == judge)]
-        r = found[0] if found else None
-        if r is None or r.value is None:
-            return "n/a"
-        if metric == "sxs" and r.reference == cond:
-            return "(itself)"  # judged against its own responses: 50 by construction, no interval
-        text = f"{r.value * scale:.{digits}f}"
-        if r.low is not None and r.high is not None and r.n > 1:
-            text += f" [{r.low * scale:.{digits}f}-{r.high * scale:.{digits}f}]"
-        return text
-
-    header = ["condition", "train loss", f"SxS vs reference ({judge})", "correct language %", "LPR %",
-              "modifiers passed %"]
-    table = [header]
-    for cond in conditions:
-        table.append([cond, cell(cond, "train_loss", 1.0, digits=3), cell(cond, "sxs", 1.0),
-                      cell(cond, "correct_language", 100.0), cell(cond, "lpr", 100.0), cell(cond, "modifier", 100.0)])
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    differences = format_differences(rows, DIFFERENCE_COLUMNS, judge)
-    if differences:
-        lines += ["", differences]
-    langs = sorted({r.lang for r in rows if r.metric == "sxs" and r.lang not in ("all", "seen", "unseen")})
-    if langs:
-        lines.append("")
-        lines.append("SxS score per language (50 = as good as the reference):")
-        lines.append("condition      " + " ".join(f"{lang:>4}" for lang in langs))
-        for cond in conditions:
-            values = [cell(cond, "sxs", 1.0, lang, 0).split(" ")[0].replace("(itself)", "ref") for lang in langs]
-            lines.append(f"{cond:<14} " + " ".join(f"{v:>4}" for v in values))
-    return "\n".join(lines)

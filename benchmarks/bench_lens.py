@@ -168,22 +168,16 @@ def flores_mc(languages: list[str], n: int, seed: int = 0) -> list[Any]:
 
 
 def stage_mc(args: argparse.Namespace) -> None:
-    from babeltune.lens.mc import evaluate_mc, summarize
-    from babeltune.lens.steering import steer
-    from babeltune.lens.subspace import LanguageSubspace
+    from babeltune.lens.config import SteerConfig
+    from babeltune.lens.mc import evaluate_mc
 
     items = flores_mc(args.mc_languages.split(","), args.mc_items)
     results = previous_results(args.out, "mc")
     for name, model, steering in conditions(args):
         loaded = _loaded(model)
         start = time.perf_counter()
-        if steering:
-            sub = LanguageSubspace.load(args.out / "subspace")
-            with steer(loaded.model, sub, **steering) as live:
-                scores = evaluate_mc(loaded.model, loaded.tokenizer, items, batch_size=16, steering=live)
-        else:
-            scores = evaluate_mc(loaded.model, loaded.tokenizer, items, batch_size=16)
-        summary = summarize(scores)
+        steer_cfg = SteerConfig(subspace=str(args.out / "subspace"), **steering) if steering else None
+        summary = evaluate_mc(loaded.model, loaded.tokenizer, items, batch_size=16, steering=steer_cfg).summary
         seconds = time.perf_counter() - start
         results[name] = {"seconds": seconds, **summary.to_dict()}
         print(f"== {name} ({seconds:.0f} s)\n{summary.table()}", flush=True)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +62,15 @@ def tiny_lm(tiny_tok: Any) -> Any:
     from babeltune.testing import tiny_model
 
     return tiny_model(tiny_tok)
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread for the test (a module asks for it with `pytestmark`): tiny models run ~30x
+    faster on one thread when the CPU is shared (no OpenMP spinning)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

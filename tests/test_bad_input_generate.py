@@ -7,7 +7,6 @@ The misbehaving OpenAI-compatible server is written here with the standard libra
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import signal
@@ -17,7 +16,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -27,8 +25,8 @@ from babeltune.cli import main
 from babeltune.generate import DecodingSettings, GenerationRequest, GenerationResult, read_generations
 from babeltune.generate.runner import GenerationFileError, run_generation
 from babeltune.generate.server import BindError, ChatServer, start_server
+from tests.loopback import QuietHandler, loopback_server, serving
 from tests.test_generate_runner import _CHILD, EchoBackend, make_records
-from tests.test_serve import loopback_server
 
 VERDICT = "[[1]]"
 """What the server answers when it behaves: a valid pairwise verdict, and a fine response."""
@@ -36,28 +34,17 @@ VERDICT = "[[1]]"
 _HTML = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
 
 
-class _Misbehaving(BaseHTTPRequestHandler):
+class _Misbehaving(QuietHandler):
     """An OpenAI-compatible server whose first path segment says how to misbehave."""
 
     protocol_version = "HTTP/1.1"
     posts: ClassVar[dict[str, int]] = {}
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _send(self, status: int, data: bytes, content_type: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            self.wfile.write(data)
-
     def do_GET(self) -> None:
         if self.path.split("/")[1] == "models-html":
-            self._send(200, _HTML, "text/html")
+            self.send_body(200, _HTML, "text/html")
         else:
-            self._send(200, json.dumps({"object": "list", "data": [{"id": "misbehaving"}]}).encode())
+            self.send_body(200, json.dumps({"object": "list", "data": [{"id": "misbehaving"}]}).encode())
 
     def do_POST(self) -> None:
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -70,17 +57,17 @@ class _Misbehaving(BaseHTTPRequestHandler):
         ok = {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
               "usage": {"prompt_tokens": 5, "completion_tokens": 3}}
         if mode in ("ok", "slow") or (mode == "flaky-html" and count % 2 == 0):
-            self._send(200, json.dumps(ok).encode())
+            self.send_body(200, json.dumps(ok).encode())
         elif mode in ("html", "flaky-html"):
-            self._send(200, _HTML, "text/html")
+            self.send_body(200, _HTML, "text/html")
         elif mode == "latin1":
-            self._send(200, '{"choices": "caf\u00e9"}'.encode("latin-1"))
+            self.send_body(200, '{"choices": "caf\u00e9"}'.encode("latin-1"))
         elif mode == "nochoices":
-            self._send(200, json.dumps({"id": "cmpl-1", "object": "chat.completion"}).encode())
+            self.send_body(200, json.dumps({"id": "cmpl-1", "object": "chat.completion"}).encode())
         elif mode == "401":
-            self._send(401, json.dumps({"error": {"message": "invalid api key"}}).encode())
+            self.send_body(401, json.dumps({"error": {"message": "invalid api key"}}).encode())
         else:
-            self._send(500, json.dumps({"error": {"message": "scripted 500"}}).encode())
+            self.send_body(500, json.dumps({"error": {"message": "scripted 500"}}).encode())
 
 
 @pytest.fixture(scope="module")
@@ -273,10 +260,8 @@ class _StubBackend:
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[ChatServer]:
-    server, _ = start_server(cast(Any, _StubBackend()), port=0, served_name="stub", read_timeout=0.5)
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(cast(Any, _StubBackend()), served_name="stub", read_timeout=0.5) as server:
+        yield server
 
 
 def _raw_post(server: ChatServer, body: bytes, headers: dict[str, str], *,

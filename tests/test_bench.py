@@ -21,6 +21,7 @@ from babeltune.bench.harness import (
     run_bench,
     task_language,
 )
+from tests.train_helpers import continuation_loglik
 
 ITEMS = {
     "en": [("The man broke his toe.", "He dropped a hammer on his foot.", "He got a hole in his sock.", 0),
@@ -79,15 +80,6 @@ def _figures(result: BenchResult) -> dict[tuple[str, str], float]:
     return {(row.task, row.metric): row.value for row in result.rows}
 
 
-def _loglik(model: Any, tok: Any, context: str, continuation: str) -> float:
-    """log P(continuation | context), tokenized as a whole and split where the context ends."""
-    ctx = tok(context)["input_ids"]
-    whole = tok(context + continuation)["input_ids"]
-    with torch.no_grad():
-        logprobs = torch.log_softmax(model(torch.tensor([whole])).logits[0].double(), -1)
-    return float(sum(logprobs[pos - 1, whole[pos]] for pos in range(len(ctx), len(whole))))
-
-
 def test_accuracy_is_the_hand_count_of_log_likelihoods(tiny: tuple[Any, Any], tasks_dir: Path) -> None:
     model, tok = tiny
     result = _bench(model, tok, tasks_dir)
@@ -97,7 +89,7 @@ def test_accuracy_is_the_hand_count_of_log_likelihoods(tiny: tuple[Any, Any], ta
         logged = {s["doc_id"]: s for s in result.samples if s["task"] == f"toycopa_{lang}"}
         hits = 0
         for index, (premise, one, two, label) in enumerate(items):
-            lls = [_loglik(model, tok, premise, " " + choice) for choice in (one, two)]
+            lls = [continuation_loglik(model, tok, premise, " " + choice) for choice in (one, two)]
             assert [r[0] for r in logged[index]["responses"]] == pytest.approx(lls, abs=1e-3)
             hits += int(max(range(2), key=lambda i: lls[i]) == label)
         row = rows[(f"toycopa_{lang}", lang, "acc")]
@@ -204,3 +196,39 @@ def test_limit_and_few_shot_pass_through(tiny: tuple[Any, Any], tasks_dir: Path)
     leaves = {row.task: row.n for row in result.rows if not row.group}
     assert leaves == {"toycopa_en": 2, "toycopa_es": 2}
     assert result.tasks["toycopa_en"]["n_shot"] == 1 and result.identity["settings"]["limit"] == 2
+
+
+def test_adapter_folder_as_model_and_chat_template(tiny: tuple[Any, Any], tasks_dir: Path, tmp_path: Path) -> None:
+    """`--model ADAPTER_FOLDER` loads base + adapter as babeltune does (same figures as the adapted model
+    in memory; merged: the same up to rounding); `--chat-template` wraps each context in the template."""
+    from peft import LoraConfig, get_peft_model
+
+    from babeltune.testing import tiny_model
+
+    model, tok = tiny
+    base = tiny_model(tok)  # a fresh copy: the module's `tiny` stays unadapted
+    base.save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    adapted = get_peft_model(tiny_model(tok), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                         init_lora_weights=False))
+    adapted.peft_config["default"].base_model_name_or_path = str(tmp_path / "base")
+    adapted.save_pretrained(tmp_path / "adapter")
+    in_memory = _bench(adapted, tok, tasks_dir)
+    cfg = {"tasks": ["toycopa"], "include_path": str(tasks_dir), "batch_size": 4}
+    from_folder = run_bench(BenchConfig(model=str(tmp_path / "adapter"), **cfg))
+    assert from_folder.identity["adapter"] and from_folder.identity["fingerprint"]
+    for ours, ref in zip(from_folder.samples, in_memory.samples, strict=True):
+        assert [r[0] for r in ours["responses"]] == pytest.approx([r[0] for r in ref["responses"]], abs=1e-4)
+    merged = run_bench(BenchConfig(model=str(tmp_path / "adapter"), merge_adapter=True, **cfg))
+    assert merged.identity["merged_adapter"] is True
+    assert _figures(merged) == _figures(from_folder)
+    plain = _bench(model, tok, tasks_dir)
+    assert [s["responses"] for s in from_folder.samples] != [s["responses"] for s in plain.samples]
+
+    templated = _bench(model, tok, tasks_dir, chat_template=True)
+    context = templated.samples[0]["context"]
+    assert plain.samples[0]["context"] in ITEMS["en"][0][0] + ITEMS["es"][0][0]
+    assert context.startswith("<bos><start_of_turn>user\n") and "<start_of_turn>model\n" in context
+    assert any(premise in context for items in ITEMS.values() for premise, *_ in items)
+    assert templated.identity["settings"]["chat_template"] is True and templated.identity["chat_template"] == "gemma"
+    assert tok.chat_template is None  # restored afterwards

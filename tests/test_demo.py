@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from babeltune.cli import build_parser
-from babeltune.demo import demo_config, summary_table
+from babeltune.demo import demo_config
 from babeltune.experiments.config import expand_conditions
 from babeltune.experiments.results import ResultRow
+from babeltune.experiments.summary import summary_table
 
 
 @pytest.mark.parametrize("quick", [False, True])
@@ -43,7 +44,7 @@ def test_summary_table() -> None:
             ResultRow("pinch40", "all", "train_loss", 1.234, n=80),
             ResultRow("pinch40", "all", "correct_language", 0.125, 0.05, 0.2, 24, baseline="english_only"),
             ResultRow("pinch40", "all", "sxs", 11.5, -2.0, 20.0, 24, judge="reference", baseline="english_only")]
-    text = summary_table(rows, ["english_only", "pinch40", "uniform"], "reference")
+    text = summary_table(rows, ["english_only", "pinch40", "uniform"], ["reference"])
     lines = text.splitlines()
     assert lines[0].split()[:3] == ["condition", "train", "loss"]
     pinch = next(line for line in lines if line.startswith("pinch40 "))
@@ -75,7 +76,7 @@ def test_shrunken_demo_on_the_default_model(tmp_path: Path) -> None:
     assert sxs[("english_only", "all")] == 50.0 and ("uniform", "es") in sxs
     assert {r.condition for r in rows if r.metric == "train_loss"} == {"english_only", "uniform"}
     assert summary.report is not None and summary.report.exists()
-    text = summary_table(rows, ["english_only", "uniform"], "reference")
+    text = summary_table(rows, ["english_only", "uniform"], ["reference"])
     assert "Paired differences vs english_only" in text
     assert zero_width_intervals(text) == [], text
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -257,3 +258,60 @@ def test_second_judge_gives_agreement_rows_and_report_section(tmp_path: Path) ->
     assert meta["judges"] == ["reference", "llm"]
     assert {r.judge for r in rows if r.metric == "sxs" and r.baseline is None} == {"reference", "llm"}
     assert summary.report is not None and "reference vs llm" in summary.report.read_text()
+
+
+def test_baseline_key_sets_the_reference_of_the_differences(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"baseline 'nope' is not a condition.*mono-en, mono-es, pinch"):
+        expand_conditions(experiment(tmp_path, baseline="nope"))
+    run_experiment(experiment(tmp_path, baseline="pinch"), tmp_path / "run", FakePipeline(), progress=False,
+                   report=False)
+    rows, _ = read_results(tmp_path / "run")
+    diffs = [r for r in rows if r.is_difference]
+    assert diffs and {r.baseline for r in diffs} == {"pinch"}
+    assert {r.condition for r in diffs} == {"mono-en", "mono-es"}
+    sxs = {r.condition: r for r in diffs if r.metric == "sxs" and r.lang == "all"}
+    # PreferLongerJudge: pinch (longest answers) wins everything, mono-en ties itself: 50 - 100
+    assert sxs["mono-en"].value == pytest.approx(-50.0)
+
+
+def test_run_command_prints_levels_and_differences(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    import babeltune.experiments.pipeline as pipeline_module
+    from babeltune.cli import main
+    from babeltune.config import to_dict
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(to_dict(experiment(tmp_path))), encoding="utf-8")
+    monkeypatch.setattr(pipeline_module, "RealPipeline", FakePipeline)
+    assert main(["run", str(path), "--out", str(tmp_path / "run"), "--no-report"]) == 0
+    out = capsys.readouterr().out
+    assert "condition" in out and "correct language %" in out
+    assert re.search(r"^pinch\s+0\.\d+\s+\d+\.\d \[\d+\.\d-\d+\.\d\]", out, re.M), out
+    assert "minus mono-en" in out or "vs mono-en" in out, out
+
+
+def test_evaluate_section_chooses_the_identifier_and_reruns_only_evaluation(tmp_path: Path) -> None:
+    from babeltune.evaluate import EvalConfig
+    from babeltune.experiments.evaluation import evaluation_rows
+
+    with pytest.raises(ConfigError, match="evaluate"):
+        experiment(tmp_path, evaluate={"identifer": "fasttext"})
+    cfg = experiment(tmp_path, evaluate={"identifier": "fasttext", "compare_identifier": "py3langid"})
+    assert isinstance(cfg.evaluate, EvalConfig) and cfg.evaluate.identifier == "fasttext"
+    run_experiment(experiment(tmp_path), tmp_path / "run", FakePipeline(), progress=False, report=False)
+    again = FakePipeline()
+    run_experiment(cfg, tmp_path / "run", again, progress=False, report=False)
+    assert not any(k.startswith(("train:", "generate:")) for k in again.calls)
+    assert again.calls["evaluate:pinch"] == 1  # a new identifier: the evaluate stage runs again
+
+    mixed = "Der Hund läuft schnell über die grüne Wiese im Park.\nThe dog runs quickly across the green meadow."
+    rows = [{"id": f"g{i}", "pid": f"g{i}", "lang": "de", "prompt": "p", "response": text, "error": None,
+             "finish_reason": "stop", "completion_tokens": 9}
+            for i, text in enumerate([mixed, "Der Hund läuft schnell über die grüne Wiese im Park heute."])]
+    (tmp_path / "c" / "generations").mkdir(parents=True)
+    gens = write_rows(tmp_path / "c" / "generations" / "eval.jsonl", rows)
+    result = {(r.metric, r.lang): r for r in evaluation_rows("c", {"eval": gens}, cfg.evaluate)}
+    assert result[("lpr", "de")].value == 0.5 and result[("lpr", "de")].n == 2
+    assert result[("identifier_agreement:line_pass:py3langid", "all")].n == 2

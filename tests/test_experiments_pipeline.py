@@ -78,7 +78,7 @@ def test_endpoint_backend_serves_each_condition_as_a_runtime_adapter(tmp_path: P
     adapter is loaded through the dynamic LoRA routes, generates, is unloaded, and every response equals
     the one the local backend gives with the same adapter."""
     from babeltune.generate.local import LocalBackend
-    from babeltune.generate.server import start_server
+    from tests.loopback import serving
 
     base = tiny_experiment(tmp_path, tiny_model_dir)
     local_cfg = from_dict(ExperimentConfig, {**_as_dict(base), "judge": {"kind": "none"},
@@ -86,8 +86,7 @@ def test_endpoint_backend_serves_each_condition_as_a_runtime_adapter(tmp_path: P
     run_experiment(local_cfg, tmp_path / "local", progress=False)
 
     backend = LocalBackend.from_pretrained(str(tiny_model_dir), batch_size=4)
-    server, _thread = start_server(backend, served_name="tiny", lora_base=str(tiny_model_dir))
-    try:
+    with serving(backend, served_name="tiny", lora_base=str(tiny_model_dir)) as server:
         endpoint_cfg = from_dict(ExperimentConfig, {
             **_as_dict(local_cfg),
             "generate": {**_as_dict(local_cfg)["generate"], "backend": "endpoint",
@@ -95,9 +94,6 @@ def test_endpoint_backend_serves_each_condition_as_a_runtime_adapter(tmp_path: P
         run_experiment(endpoint_cfg, tmp_path / "endpoint", progress=False)
         models = json.loads(_get(server.url + "/models"))["data"]
         assert [m["id"] for m in models] == ["tiny"]  # every adapter was unloaded after its condition
-    finally:
-        server.shutdown()
-        server.server_close()
     for cond in ("english_only", "uniform"):
         for split in ("eval", "modifiers"):
             name = f"conditions/{cond}/generations/{split}.jsonl"

@@ -14,14 +14,7 @@ from babeltune.generate import DecodingSettings, GenerationRequest, LocalBackend
 from babeltune.generate.decoding import apply_repetition_penalty, filter_top_k_top_p, left_pad, length_sorted_batches
 from babeltune.models import get_template, render_prompt
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    """Tiny models run ~30x faster on one thread when the CPU is shared (no OpenMP spinning)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 PROMPTS = ["The quick brown fox", "Kuidas sul täna läheb? " * 3, "敏捷的棕色狐狸", "Habari za leo? " * 2, "Как дела"]
@@ -155,6 +148,25 @@ def test_local_backend_renders_with_the_training_template(tiny_tok: Any, tiny_lm
     ident = backend.identity()
     assert ident["backend"] == "local" and ident["dtype"] == "float32" and ident["template"] == "gemma"
     assert ident["fingerprint"] == LocalBackend(tiny_lm, tiny_tok).identity()["fingerprint"]
+
+
+def test_local_and_vllm_identities_share_one_shape(tiny_tok: Any, tiny_lm: Any,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both backends describe themselves through one helper: the same keys in the same order, vLLM adding
+    its engine (checked without vLLM: a stand-in engine and version)."""
+    from babeltune.generate import vllm as vllm_backend
+
+    monkeypatch.setattr(vllm_backend, "vllm_version", lambda: "0.0-test")
+    llm = SimpleNamespace(llm_engine=SimpleNamespace(model_config=SimpleNamespace(dtype=torch.bfloat16)))
+    engine = vllm_backend._Engine(llm=llm, model_path="tiny")
+    served = vllm_backend.VLLMBackend(engine, tiny_tok, model_name="tiny", fingerprint="abc", template="gemma")
+    assert served.identity() == {"backend": "vllm", "engine": "vllm 0.0-test", "model": "tiny", "fingerprint": "abc",
+                                 "dtype": "bfloat16", "template": "gemma"}
+    assert list(served.identity()) == ["backend", "engine", "model", "fingerprint", "dtype", "template"]
+    local = LocalBackend(tiny_lm, tiny_tok, template="gemma")
+    local.identity_extra["steering"] = {"mode": "add"}
+    assert list(local.identity()) == ["backend", "model", "fingerprint", "dtype", "template", "steering"]
+    assert local.identity()["backend"] == "local" and local.identity()["steering"] == {"mode": "add"}
 
 
 def test_settings_are_validated() -> None:

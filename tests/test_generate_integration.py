@@ -22,8 +22,8 @@ from babeltune.generate import (
     run_generation,
 )
 from babeltune.generate.decoding import generate_token_ids
-from babeltune.generate.server import start_server
 from babeltune.languages import STUDY_A_LANGUAGES
+from tests.loopback import serving
 
 pytestmark = [
     pytest.mark.integration,
@@ -85,10 +85,8 @@ def test_all_languages_generate_and_evaluate(local_file: Path, records: list[Any
 
 @pytest.fixture(scope="module")
 def served(backend: LocalBackend) -> Iterator[str]:
-    server, _ = start_server(backend, port=0)
-    yield server.url
-    server.shutdown()
-    server.server_close()
+    with serving(backend) as server:
+        yield server.url
 
 
 def test_generation_through_the_server_equals_local(served: str, local_file: Path, records: list[Any],

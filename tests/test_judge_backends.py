@@ -120,20 +120,16 @@ def test_experiment_judge_config_takes_the_backend(fake_vllm: type[FakeVLLMBacke
 def test_judge_over_an_endpoint_with_many_requests_in_flight(tiny_tok: Any, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from babeltune.generate import EndpointConfig, LocalBackend
-    from babeltune.generate.server import start_server
     from babeltune.judge import LLMRubricJudge, RubricItem, run_rubric
     from babeltune.testing import tiny_model
+    from tests.loopback import serving
 
-    server, _ = start_server(LocalBackend(tiny_model(tiny_tok), tiny_tok, batch_size=64), port=0, served_name="t",
-                             default_max_tokens=4)
-    try:
+    backend = LocalBackend(tiny_model(tiny_tok), tiny_tok, batch_size=64)
+    with serving(backend, served_name="t", default_max_tokens=4) as server:
         monkeypatch.delenv("BT_NO_KEY", raising=False)
         chat = judge_chat_backend("endpoint", endpoint=EndpointConfig(url=server.url, api_key_env="BT_NO_KEY",
                                                                       concurrency=64), max_new_tokens=3)
         items = [RubricItem(f"i{k}", f"p{k}", "sw", "Habari?", f"Nzuri {k}") for k in range(40)]
         judgements = run_rubric(items, LLMRubricJudge(chat), retries=0)
-    finally:
-        server.shutdown()
-        server.server_close()
     # A random tiny model writes no JSON: every reply is read as invalid, none lost, none failed.
     assert len(judgements) == 40 and all(j.scores is None and j.raw != "<request failed>" for j in judgements)

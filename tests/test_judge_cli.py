@@ -45,6 +45,22 @@ def test_judge_sxs_command_with_the_offline_judge(tmp_path: Path, capsys: Any) -
     assert len((tmp_path / "j" / "reference.jsonl").read_text().splitlines()) == 2
 
 
+def test_sxs_options_are_one_config_set_by_flag_or_set() -> None:
+    """--judge, --seed and --allow-partial are SxsConfig fields: a flag and `--set` reach the same field,
+    the flag winning; a bad value names the flag."""
+    from babeltune.judge.config import SxsConfig
+
+    base = ["judge", "sxs", "--candidate", "c.jsonl", "--baseline", "b.jsonl", "--out", "o"]
+    assert judge_cli._config(SxsConfig, parse(base)) == SxsConfig()
+    by_flag = judge_cli._config(SxsConfig, parse([*base, "--seed", "7", "--allow-partial", "--judge", "llm"]))
+    by_set = judge_cli._config(SxsConfig, parse([*base, "--set", "seed=7", "--set", "allow_partial=true",
+                                                 "--set", "judge=llm"]))
+    assert by_flag == by_set == SxsConfig(seed=7, allow_partial=True, judge="llm")
+    assert judge_cli._config(SxsConfig, parse([*base, "--set", "seed=7", "--seed", "8"])).seed == 8
+    with pytest.raises(ValueError, match="--concurrency"):
+        judge_cli._config(SxsConfig, parse([*base, "--concurrency", "0"]))
+
+
 def test_llm_judge_needs_an_endpoint_or_a_local_model(tmp_path: Path) -> None:
     gen = generation_file(tmp_path / "g.jsonl", {"es": "x"})
     args = parse(["judge", "rubric", "--generations", str(gen), "--out", str(tmp_path / "r")])

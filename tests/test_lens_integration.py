@@ -44,8 +44,7 @@ def test_probe_steer_train_mc_on_the_default_model(default: Any, tmp_path: Path)
     assert torch.equal(plain, same) and not torch.allclose(edited, base)
 
     items = [MCItem("a", "en", "The capital of France is", ("Paris", "a banana"), 0)]
-    [score] = evaluate_mc(default.model, default.tokenizer, items)
-    assert score.correct
+    assert evaluate_mc(default.model, default.tokenizer, items).summary.overall["acc"] == 1.0
 
     cfg = LensTrainConfig(subspace="x", max_groups=2, batch_size=1, grad_accum=2, top_layers=1, max_steps=1,
                           save_model=False, progress=False, optim=LensOptim(warmup_ratio=0.0))

@@ -128,3 +128,34 @@ def test_a_sections_own_default_is_the_one_shown() -> None:
     parser = argparse.ArgumentParser()
     add_config_flags(parser, WithSection, ("inner.rate",))
     assert "(default 0.75)" in parser.format_help()
+
+
+_HAND_WRITTEN = {"source", "out", "generations", "candidate", "baseline", "run_dir", "experiment", "overrides",
+                 "resume"}
+"""Flags (and positionals) a command may declare by hand: the files and folders it reads and writes,
+positional overrides, and --resume. Every other option is a config field, its flag generated."""
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [path]
+    return [leaf for name, sub in subs[0].choices.items() for leaf in _leaf_parsers(sub, (*path, name))]
+
+
+def test_every_option_that_is_not_a_path_is_a_generated_config_flag() -> None:
+    from babeltune.cli import build_parser
+
+    parser = build_parser()
+    hand_written = []
+    for path in _leaf_parsers(parser):
+        sub = parser
+        for name in path:
+            sub = next(a for a in sub._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+        generated = {dest for name, flags in sub._defaults.items() if name.endswith("_flags") for dest in flags}
+        for action in sub._actions:
+            if action.dest in generated or action.dest in ("help", "config", "set", "vllm"):
+                continue
+            if action.dest not in _HAND_WRITTEN:
+                hand_written.append(f"{' '.join(path)}: {action.option_strings or action.dest}")
+    assert not hand_written, hand_written

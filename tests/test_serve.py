@@ -3,19 +3,15 @@ on a random port. Also the client's retries, timeouts and refusals against a scr
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-import torch
 
 from babeltune.data.records import Message
 from babeltune.generate import (
@@ -29,27 +25,21 @@ from babeltune.generate import (
     read_generations,
     run_generation,
 )
-from babeltune.generate.server import BatchingWorker, start_server
+from babeltune.generate.server import BatchingWorker
+from tests.loopback import QuietHandler, loopback_server, serving
 from tests.test_generate_runner import make_records
 
 TOKEN = "s3cret-token"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
 def served(tiny_tok: Any, tiny_lm: Any) -> Iterator[tuple[Any, LocalBackend]]:
     backend = LocalBackend(tiny_lm, tiny_tok, batch_size=4, model_name="tiny")
-    server, _ = start_server(backend, port=0, token=TOKEN)
-    yield server, backend
-    server.shutdown()
-    server.server_close()
+    with serving(backend, token=TOKEN) as server:
+        yield server, backend
 
 
 def _client(url: str, monkeypatch: pytest.MonkeyPatch, token: str | None = TOKEN, **kw: Any) -> EndpointBackend:
@@ -163,14 +153,11 @@ def test_worker_batches_queued_requests_by_settings() -> None:
     assert sorted(map(sorted, recorder.batches)) == [["r0", "r1", "r2"], ["r3", "r4"]]
 
 
-class _Scripted(BaseHTTPRequestHandler):
+class _Scripted(QuietHandler):
     """Answers POSTs with the next scripted (status, delay, headers) and records what it got."""
 
     script: ClassVar[list[tuple[int, float, dict[str, str]]]] = []
     seen: ClassVar[list[dict[str, Any]]] = []
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
     def do_GET(self) -> None:
         self._reply(200, {"object": "list", "data": [{"id": "scripted"}]})
@@ -188,28 +175,7 @@ class _Scripted(BaseHTTPRequestHandler):
             self._reply(status, {"error": {"message": f"scripted {status}"}}, headers)
 
     def _reply(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
-            self.wfile.write(data)
-
-
-@contextlib.contextmanager
-def loopback_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    """A standard-library HTTP server on 127.0.0.1 (an ephemeral port), serving in a thread; yields its
-    base URL http://127.0.0.1:PORT."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+        self.send_body(status, json.dumps(body), content_type=None, headers=headers)
 
 
 @pytest.fixture

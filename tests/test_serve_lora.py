@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from babeltune.generate import (
     DecodingSettings,
@@ -32,19 +31,15 @@ from babeltune.generate import (
     run_generation,
     unload_lora_adapter,
 )
-from babeltune.generate.server import ChatServer, start_server
+from babeltune.generate.server import ChatServer
 from babeltune.testing import tiny_adapter
+from tests.loopback import serving
 from tests.test_generate_runner import make_records
 
 SETTINGS = DecodingSettings(max_new_tokens=6)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +63,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture
 def lora_server(models: dict[str, Path]) -> Iterator[ChatServer]:
     backend = LocalBackend.from_pretrained(models["base"], batch_size=4)
-    server, _ = start_server(backend, port=0, served_name="tiny", lora_base=str(models["base"]))
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(backend, served_name="tiny", lora_base=str(models["base"])) as server:
+        yield server
 
 
 def _config(url: str, **kw: Any) -> EndpointConfig:
@@ -159,16 +152,12 @@ def test_bad_loads_and_unloads_are_refused_with_vllms_status_codes(models: dict[
 
 def test_routes_are_off_without_enable_lora(models: dict[str, Path]) -> None:
     backend = LocalBackend.from_pretrained(models["base"], batch_size=2)
-    server, _ = start_server(backend, port=0, served_name="tiny")
-    try:
+    with serving(backend, served_name="tiny") as server:
         status, text = _post(server.url, "load_lora_adapter", {"lora_name": "a", "lora_path": str(models["a1"])})
         assert status == 404 and "--enable-lora" in text
         with pytest.raises(EndpointError, match="VLLM_ALLOW_RUNTIME_LORA_UPDATING"), \
                 adapter_endpoint(_config(server.url), str(models["a1"])):
             pass
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_adapter_endpoint_unloads_on_error_and_passes_base_models_through(models: dict[str, Path],

@@ -12,10 +12,8 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,6 +21,7 @@ import pytest
 
 from babeltune.data import ChatRecord, Message, load_records
 from babeltune.data.translate import (
+    LENGTH_BANDS,
     PROMPT_VERSION,
     REASONS,
     TEXT_HEADER,
@@ -36,8 +35,11 @@ from babeltune.data.translate import (
 )
 from babeltune.generate.endpoint import EndpointBackend, EndpointConfig
 from babeltune.generate.rows import GenerationRow
-from babeltune.languages import LANGUAGES
+from babeltune.generate.settings import DecodingSettings
+from babeltune.languages import LANGUAGES, STUDY_A_LANGUAGES
+from tests import test_vllm
 from tests.conftest import write_rows
+from tests.loopback import QuietHandler, loopback_server, serving
 
 CODE = "```python\nprint('Hello, {name}!'.format(name='Ana'))\n```"
 # English source turns and their known translations (what the fake translator returns).
@@ -118,18 +120,15 @@ def source_rows() -> list[dict[str, Any]]:
     return rows
 
 
-class FakeTranslator(BaseHTTPRequestHandler):
+class FakeTranslator(QuietHandler):
     """An OpenAI-compatible translator that answers from `TEXTS`, with `FAULTS` injected."""
 
     by_masked: ClassVar[dict[str, str]] = {mask(t["en"])[0]: turn for turn, t in TEXTS.items()}
     delay: ClassVar[float] = 0.0
     requests: ClassVar[list[str]] = []
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
     def do_GET(self) -> None:
-        self._send(200, json.dumps({"object": "list", "data": [{"id": "fake-translator"}]}))
+        self.send_body(200, json.dumps({"object": "list", "data": [{"id": "fake-translator"}]}))
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -145,35 +144,20 @@ class FakeTranslator(BaseHTTPRequestHandler):
         text = mask(TEXTS[turn][lang])[0]
         if fault and not (once and retry):
             if fault == "broken":
-                self._send(200, "<html>upstream error</html>", "text/html")
+                self.send_body(200, "<html>upstream error</html>", "text/html")
                 return
             text = {"english": masked, "empty": "  ", "drop_marker": text.replace("⟦1⟧", ""),
                     "overlong": text + " Tämä on ylimääräistä tekstiä, jota kukaan ei pyytänyt." * 6}[fault]
-        self._send(200, json.dumps({"choices": [{"message": {"role": "assistant", "content": text},
+        self.send_body(200, json.dumps({"choices": [{"message": {"role": "assistant", "content": text},
                                                  "finish_reason": "stop"}],
                                     "usage": {"prompt_tokens": 10, "completion_tokens": 10}}))
-
-    def _send(self, status: int, text: str, content_type: str = "application/json") -> None:
-        data = text.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            self.wfile.write(data)
 
 
 @contextlib.contextmanager
 def fake_translator(delay: float = 0.0) -> Iterator[str]:
     FakeTranslator.delay, FakeTranslator.requests = delay, []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeTranslator)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback_server(FakeTranslator, "/v1") as url:
+        yield url
 
 
 def test_mask_protects_code_links_placeholders_and_tags() -> None:
@@ -207,9 +191,52 @@ def test_gates_each_reason() -> None:
     assert reason(good.replace("⟦2⟧", "")) == "placeholder_changed"
     assert reason(good[:40] + " ⟦2⟧ ⟦3⟧ ⟦4⟧") == "length_ratio"
     assert reason(masked) == "wrong_language"
-    # per-script bounds: Chinese takes about a third of the characters of English
-    assert length_bounds(90, "en", "zh", gates) == pytest.approx((1.5, 66.0))
-    assert length_bounds(90, "en", "es", gates) == pytest.approx((33.0, 192.0))
+    # per-language bands (LENGTH_BANDS): Chinese takes about a third of the characters of English
+    assert length_bounds(90, "en", "zh", gates) == pytest.approx((0.15 * 90 - 12, 0.87 * 90 + 12))
+    assert length_bounds(90, "en", "es", gates) == pytest.approx((0.66 * 90 - 12, 2.09 * 90 + 12))
+    # a source in another language is measured in English characters first (its length / its median)
+    assert length_bounds(1179, "es", "zh", gates) == pytest.approx((0.15 * 1000 - 12, 0.87 * 1000 + 12))
+    # a language without a calibrated band: its script's factor x min_ratio / max_ratio
+    assert length_bounds(100, "en", "th", gates) == pytest.approx((0.9 * 0.5 * 100 - 12, 0.9 * 1.9 * 100 + 12))
+
+
+def text_of(lang: str, n: int) -> str:
+    """n characters of `lang`'s own script (its native name over and over, spaces left out)."""
+    letters = LANGUAGES[lang].native.replace(" ", "")
+    return (letters * n)[:n]
+
+
+@pytest.mark.parametrize("lang", [code for code in STUDY_A_LANGUAGES if code != "en"])
+def test_length_gate_accepts_the_flores_median_and_rejects_outliers(lang: str) -> None:
+    """A FLORES-like pair (an English sentence of 150 characters and a translation at the language's median
+    ratio) passes; one a third shorter than the band's floor, or 1.5 x its ceiling, does not."""
+    gates = TranslationGates(check_language=False)
+    source = text_of("en", 150)
+    median, low, high = gates.band(lang)
+    assert (median, low, high) == LENGTH_BANDS[lang]
+
+    def reason(n: int) -> str:
+        return gate(GenerationRow("r", lang, text_of(lang, n), "stop"), source, [], "en", lang, gates)[1]
+
+    assert reason(round(median * 150)) == ""
+    assert reason(round(low * 150 * 2 / 3) - gates.slack_chars) == "length_ratio"
+    assert reason(round(high * 150 * 1.5) + gates.slack_chars) == "length_ratio"
+
+
+def test_length_bands_are_overridden_field_by_field() -> None:
+    from babeltune.config import ConfigError, from_dict
+
+    gates = from_dict(TranslationGates, {"length": {"zh": {"high": 0.5}, "th": {"median": 1.2}}})
+    assert gates.band("zh") == (LENGTH_BANDS["zh"][0], LENGTH_BANDS["zh"][1], 0.5)
+    assert gates.band("es") == LENGTH_BANDS["es"]
+    assert gates.band("th") == pytest.approx((1.2, 0.9 * 0.5, 0.9 * 1.9))
+    zh = text_of("zh", 60)  # 0.6 x a 100-character English text: inside the calibrated band, above the override
+    row = GenerationRow("r", "zh", zh, "stop")
+    assert gate(row, text_of("en", 100), [], "en", "zh", TranslationGates(check_language=False))[1] == ""
+    assert gate(row, text_of("en", 100), [], "en", "zh", TranslationGates(
+        length=gates.length, check_language=False, slack_chars=0))[1] == "length_ratio"
+    with pytest.raises(ConfigError, match=r"length\.zh: need 0 < low <= median <= high"):
+        from_dict(TranslationGates, {"length": {"zh": {"low": 0.5}}})
 
 
 def check_results(out: Path, summary: dict[str, Any]) -> None:
@@ -321,6 +348,10 @@ def test_cli_errors_name_the_field(tmp_path: Path) -> None:
     gates = run_cli("data", "translate", "--source", str(src), "--out", str(tmp_path / "o.jsonl"), "--languages",
                     "es", "--set", "gates.min_ratio=2")
     assert gates.returncode != 0 and "min_ratio" in gates.stderr and "Traceback" not in gates.stderr
+    band = run_cli("data", "translate", "--source", str(src), "--out", str(tmp_path / "o.jsonl"), "--languages",
+                   "zh", "--set", "gates.length.zh.low=0.5")  # above Chinese's median: --set reaches the band
+    assert band.returncode != 0 and "length.zh: need 0 < low <= median <= high" in band.stderr
+    assert "Traceback" not in band.stderr
 
 
 def tiny_records() -> list[ChatRecord]:
@@ -351,12 +382,10 @@ def test_source_language_selects_a_parallel_sources_records() -> None:
 def test_translation_through_serve_on_the_tiny_model(tmp_path: Path, tiny_tok: Any, tiny_lm: Any,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from babeltune.generate.local import LocalBackend
-    from babeltune.generate.server import start_server
 
     local = LocalBackend(tiny_lm, tiny_tok, batch_size=4, model_name="tiny")
-    server, _ = start_server(local, port=0)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    try:
+    with serving(local) as server:
         out = tmp_path / "set.jsonl"
         cfg = TranslateConfig(source="-", out=str(out), languages=["es", "ru"],
                               endpoint=EndpointConfig(url=server.url, max_retries=0))
@@ -374,9 +403,6 @@ def test_translation_through_serve_on_the_tiny_model(tmp_path: Path, tiny_tok: A
         local_rows = local_out.with_name("set.translations.jsonl").read_text("utf-8").splitlines()
         assert sorted(json.loads(r)["response"] for r in local_rows) == sorted(r["response"] for r in rows)
         assert local_summary.first_attempt_rejected == summary.first_attempt_rejected
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_cli_local_backend_on_a_tiny_model_folder(tmp_path: Path) -> None:
@@ -411,3 +437,84 @@ def test_an_edited_source_turn_is_translated_again(tmp_path: Path, monkeypatch: 
     assert load_records(out).records[1].prompt == TEXTS["p4/0"]["fi"]
     cache = out.with_name("set.translations.jsonl").read_text("utf-8").splitlines()
     assert [json.loads(line)["id"] for line in cache] == ["p9-en|turn0|fi|attempt0"] * 2
+
+
+def save_one_word_model(folder: Path) -> str:
+    """A tiny Gemma-3 model whose greedy reply to any prompt is one word, then <end_of_turn>; returns the word.
+
+    Hidden dimensions 0 and 1 bypass every layer (their rows of o_proj and down_proj are zero): dimension 0
+    is 1 for every token, dimension 1 is 10 only for the word's own token. The untied head scores the word
+    20*h0 - 50*h1 and <end_of_turn> 10*h0, every other token 0: the word wins until it is the input, then
+    <end_of_turn> does. Huge margins, so any engine in any precision gives the same reply."""
+    import torch
+
+    from babeltune.testing import tiny_model, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    model = tiny_model(tok, head_dim=32, tie_word_embeddings=False, max_position_embeddings=2048)  # vLLM: head >= 32
+    word = next(i for i in range(len(tok)) if tok.decode([i]).strip().isalpha() and len(tok.decode([i]).strip()) >= 4)
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, :2] = torch.tensor([1.0, 0.0])
+        model.model.embed_tokens.weight[word, 1] = 10.0
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight[:2] = 0.0
+            layer.mlp.down_proj.weight[:2] = 0.0
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[word, :2] = torch.tensor([20.0, -50.0])
+        model.lm_head.weight[tok.convert_tokens_to_ids("<end_of_turn>"), 0] = 10.0
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(tok.decode([word]).strip())
+
+
+VLLM_SOURCE = [
+    {"id": "v1", "instruction": "Good morning!", "output": CODE_ONLY},  # short: any word passes the length gate
+    {"id": "v2", "instruction": "The quick brown fox jumps over the lazy dog, and then it runs far away into the "
+                                "old forest to find its friends.", "output": CODE_ONLY},  # one word is far too short
+    {"id": "v3", "instruction": "Please use {name} here.", "output": CODE_ONLY},  # the placeholder's marker is lost
+]
+vllm_interpreter = test_vllm.python
+"""Fixture: the vLLM environment's interpreter (skips without one, fails under CI=true)."""
+
+
+@pytest.mark.vllm
+def test_cli_backend_vllm_on_a_tiny_model(vllm_interpreter: Path, tmp_path: Path) -> None:
+    from babeltune.generate.local import LocalBackend
+    model = tmp_path / "one-word"
+    word = save_one_word_model(model)
+    src = write_rows(tmp_path / "en.jsonl", VLLM_SOURCE)
+    out = tmp_path / "set.jsonl"
+    command = [str(vllm_interpreter), "-m", "babeltune.cli", "data", "translate", "--backend", "vllm", "--model",
+               str(model), "--source", str(src), "--source-lang", "en", "--languages", "es,ru", "--out", str(out),
+               "--max-new-tokens", "8", "--vllm-dtype", "float32", "--vllm-max-model-len", "1024",
+               "--vllm-gpu-memory-utilization", "0.15"]
+    ran = subprocess.run(command, env=test_vllm.run_env(), capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-5000:]
+    assert "1 prompts complete in every language, 2 incomplete" in ran.stdout
+    summary = json.loads(out.with_name("set.summary.json").read_text("utf-8"))
+    backend = summary["backend"]
+    assert backend["backend"] == "vllm" and backend["engine"].startswith("vllm ") and backend["model"] == str(model)
+    assert backend["dtype"] == "float32" and summary["prompt_version"] == PROMPT_VERSION
+    assert summary["items"] == 12 and summary["copied"] == 6  # the code-only responses are copied
+    assert summary["first_attempt_rejected"] == {"length_ratio": 2, "placeholder_changed": 2}
+    assert summary["retried"] == 4 and summary["passed_on_retry"] == 0
+    assert summary["rejected"] == {lang: {"length_ratio": 1, "placeholder_changed": 1} for lang in ("es", "ru")}
+    assert summary["complete_prompts"] == 1 and summary["records_written"] == 3
+    records = load_records(out).records
+    assert [(r.id, r.lang, r.prompt, r.response) for r in records] == [
+        ("v1-en", "en", "Good morning!", CODE_ONLY), ("v1-es", "es", word, CODE_ONLY),
+        ("v1-ru", "ru", word, CODE_ONLY)]
+    for rec in records[1:]:
+        assert rec.meta["translation"] == {"from_lang": "en", "source_id": "v1-en", "prompt_version": PROMPT_VERSION,
+                                           "backend": backend}
+    cache = [json.loads(line) for line in out.with_name("set.translations.jsonl").read_text("utf-8").splitlines()]
+    assert len(cache) == 6 + 4 and all(r["model"] == backend and r["error"] is None for r in cache)
+    # the local engine, on the same model folder, answers every request the same
+    local_out = tmp_path / "local" / "set.jsonl"
+    cfg = TranslateConfig(source=str(src), out=str(local_out), languages=["es", "ru"], backend="local",
+                          decoding=DecodingSettings(max_new_tokens=8, repetition_penalty=1.0))
+    local = translate_records(load_records(src, lang="en").records, LocalBackend.from_pretrained(str(model)), cfg)
+    assert (local.first_attempt_rejected, local.rejected) == (summary["first_attempt_rejected"], summary["rejected"])
+    local_cache = local_out.with_name("set.translations.jsonl").read_text("utf-8").splitlines()
+    assert sorted((r["id"], r["response"], r["finish_reason"]) for r in map(json.loads, local_cache)) == \
+        sorted((r["id"], r["response"], r["finish_reason"]) for r in cache)

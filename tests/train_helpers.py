@@ -37,3 +37,15 @@ def fast_config(model: Path, data: Path, out: Path, **overrides: Any) -> TrainCo
 
 def losses(log_path: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in log_path.read_text().splitlines() if line.strip()]
+
+
+def continuation_loglik(model: Any, tok: Any, context: str, continuation: str) -> float:
+    """log P(continuation | context) computed directly with the model, tokenized as a whole and split where
+    the context ends (as lm-eval does)."""
+    import torch
+
+    ctx = tok(context)["input_ids"]
+    whole = tok(context + continuation)["input_ids"]
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(torch.tensor([whole])).logits[0].double(), -1)
+    return float(sum(logprobs[pos - 1, whole[pos]] for pos in range(len(ctx), len(whole))))

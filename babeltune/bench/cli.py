@@ -4,7 +4,6 @@ inside the command; the flags come from `BenchConfig` (babeltune.options)."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from typing import Any
 
 from babeltune.cli import positive_int
@@ -36,14 +35,14 @@ def register(sub: Any) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from babeltune.bench.config import BenchConfig
-    from babeltune.cli import CLIError, command_config
+    from babeltune.cli import command_config
     from babeltune.outputs import check_output
 
     cfg = command_config(BenchConfig, args)
     check_output(args.out, "folder")
-    if importlib.util.find_spec("lm_eval") is None:
-        raise CLIError("lm-evaluation-harness is not installed: pip install 'babeltune[harness]'")
-    from babeltune.bench.harness import format_rows, run_bench
+    from babeltune.bench.harness import format_rows, require_harness, run_bench
+
+    require_harness("babeltune bench")
 
     result = run_bench(cfg, args.out, cfg.steer)
     print(format_rows(result.rows))

@@ -32,8 +32,9 @@ class BenchConfig:
     merge_adapter: bool = False
     """Merge a PEFT adapter into its base before evaluating (same figures up to rounding, faster)."""
     chat_template: bool = False
-    """Wrap each prompt in the tokenizer's chat template (lm-eval's apply_chat_template); published
-    base-model figures use plain prompts."""
+    """Wrap each prompt in a chat template (lm-eval's apply_chat_template): the tokenizer's own, else
+    babeltune's Gemma turn format (the one it tunes with); published base-model figures use plain
+    prompts."""
     bootstrap_iters: int = 1000
     """lm-eval's bootstrap resamples for the standard errors of metrics without a closed form."""
     steer: SteerConfig | None = None

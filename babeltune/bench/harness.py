@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.util
 import json
 import logging
 import math
@@ -32,6 +33,15 @@ BINARY_METRICS = frozenset({"acc", "acc_norm", "exact_match"})
 """Metrics that are a share of items scored 0 or 1: their interval is Wilson's over n items."""
 _NOT_METRICS = frozenset({"name", "alias", "sample_len", "sample_count"})
 _OFFLINE_VARIABLES = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+
+
+def require_harness(command: str) -> None:
+    """A one-line CLIError naming the extra to install when lm-evaluation-harness is missing."""
+    from babeltune.cli import CLIError
+
+    if importlib.util.find_spec("lm_eval") is None:
+        raise CLIError(f"{command} needs lm-evaluation-harness, which is not installed: "
+                       "pip install 'babeltune[harness]'")
 
 
 class BenchError(ValueError):
@@ -184,6 +194,8 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: BenchConfig, identity: Mappi
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size, device=cfg.device)
     info: dict[str, Any] = {**identity}
     with ExitStack() as stack:
+        if cfg.chat_template:
+            info["chat_template"] = _install_chat_template(stack, tokenizer)
         batches: list[tuple[str | None, list[str]]] = [(None, list(cfg.tasks))]
         live = None
         if steering is not None:
@@ -208,6 +220,19 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: BenchConfig, identity: Mappi
         tasks.update(task_records(out))
         samples.extend(sample_records(out))
     return BenchResult(rows, info, tasks, samples)
+
+
+def _install_chat_template(stack: ExitStack, tokenizer: Any) -> str:
+    """Give lm-eval a chat template to apply: the tokenizer's own, else babeltune's Gemma turn format (a
+    base model has none; the same one babeltune trains and generates with). Returns its name."""
+    from babeltune.models.chat import RenderError, get_template, with_chat_template
+
+    try:
+        template = get_template(tokenizer, "auto")
+        stack.enter_context(with_chat_template(tokenizer, template))
+    except RenderError as exc:
+        raise BenchError(f"--chat-template: {exc}") from None
+    return template.name
 
 
 def _install_steering(stack: ExitStack, model: Any, cfg: Any, fingerprint: str | None) -> tuple[Any, dict[str, Any]]:
@@ -313,7 +338,9 @@ def sample_records(out: Mapping[str, Any]) -> list[dict[str, Any]]:
     for task, samples in out.get("samples", {}).items():
         for s in samples:
             metrics = {name: s[name] for name in s.get("metrics", []) if name in s}
+            args = s.get("arguments") or [[None]]
             records.append({"task": task, "language": task_language(task) or "all", "doc_id": s["doc_id"],
+                            "context": args[0][0] if args[0] else None,  # the text the model saw
                             "target": s.get("target"), "filter": s.get("filter"),
                             "responses": _plain(s.get("filtered_resps")), "metrics": _plain(metrics)})
     return records
@@ -374,12 +401,14 @@ def format_rows(rows: Sequence[BenchRow]) -> str:
     return "\n".join(lines)
 
 
-def run_bench(cfg: BenchConfig, out_dir: str | Path | None = None, steering: Any = None) -> BenchResult:
-    """Load `cfg.model` as babeltune does and run `cfg.tasks` on it; write the results when `out_dir` is given."""
+def run_bench(cfg: BenchConfig, out_dir: str | Path | None = None, steering: Any = None,
+              prepared: TaskSet | None = None) -> BenchResult:
+    """Load `cfg.model` as babeltune does and run `cfg.tasks` on it; write the results when `out_dir` is given.
+    `prepared`: tasks already found and loaded (default: `prepare_tasks(cfg)`)."""
     from babeltune.generate.local import loaded_fingerprint
     from babeltune.models.loading import load_model
 
-    prepared = prepare_tasks(cfg)
+    prepared = prepared or prepare_tasks(cfg)
     loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, merge_adapter=cfg.merge_adapter)
     identity = {"model": cfg.model, "path": loaded.path, "adapter": loaded.adapter,
                 "fingerprint": loaded_fingerprint(loaded.path, loaded.adapter), "dtype": cfg.dtype,

@@ -9,6 +9,7 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
+    from babeltune.data.config import READ_KEYS, ReadOptions, StatsOptions
     from babeltune.data.mixtures import MixtureSpec  # imported with the data package anyway
     from babeltune.options import add_config_flags
 
@@ -23,42 +24,26 @@ def register(sub: Any) -> None:
     flags |= add_config_flags(build.add_mutually_exclusive_group(), MixtureSpec, ("pinch_count", "pinch_percent"))
     flags |= add_config_flags(build, MixtureSpec, ("seed", "eval_languages"))
     build.add_argument("--out", required=True, help="output FILE.jsonl (FILE.summary.json is written beside)")
-    _add_read_options(build)
-    build.set_defaults(func=cmd_build, config_flags=flags)
+    build.set_defaults(func=cmd_build, config_flags=flags, read_flags=add_config_flags(build, ReadOptions, READ_KEYS))
 
     validate = data_sub.add_parser("validate", help="check every record of a source; report rejects per reason")
     validate.add_argument("source")
-    _add_read_options(validate)
-    validate.set_defaults(func=cmd_validate)
+    validate.set_defaults(func=cmd_validate, read_flags=add_config_flags(validate, ReadOptions, READ_KEYS))
 
     _register_translate(data_sub)
 
     stats = data_sub.add_parser("stats", help="records per language and split, prompt/response lengths, prompts "
                                 "complete in all languages")
     stats.add_argument("source")
-    stats.add_argument("--languages", default=None, help="comma-separated languages a prompt must be complete in "
-                       "(default: every language of the source)")
-    _add_read_options(stats)
-    stats.set_defaults(func=cmd_stats)
+    stats.set_defaults(func=cmd_stats, read_flags=add_config_flags(stats, StatsOptions, ("languages", *READ_KEYS)))
 
 
-def _add_read_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--skip-invalid", action="store_true",
-                        help="count and report invalid rows instead of stopping at the first")
-    parser.add_argument("--source-lang", dest="source_lang", default=None,
-                        help="language of rows that carry no 'lang' column")
-    parser.add_argument("--hf-split", default="train", help="split of a hf: source")
-    parser.add_argument("--hf-config", default=None, help="config (subset) of a hf: source; several, one per "
-                        "language (ar,zh,en or ar=CONFIG,...), read as a parallel source aligned by pid")
+def _options(args: argparse.Namespace, cls: Any = None) -> Any:
+    """The command's read options (`cls`: ReadOptions unless given) from its flags."""
+    from babeltune.cli import command_config
+    from babeltune.data.config import ReadOptions
 
-
-def _load(args: argparse.Namespace, source: str) -> Any:
-    from babeltune.data.readers import load_records
-
-    return load_records(
-        source, on_invalid="skip" if args.skip_invalid else "error", lang=args.source_lang,
-        hf_split=args.hf_split, hf_config=args.hf_config,
-    )
+    return command_config(cls or ReadOptions, args, flags=args.read_flags)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -69,7 +54,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     out = check_output(args.out, "file")
     spec = command_config(MixtureSpec, args)
-    loaded = _load(args, args.source)
+    loaded = _options(args).load(args.source)
     mixture = build_mixture(loaded.records, spec, source_name=args.source)
     write_jsonl(mixture.records, out)
     summary = {**mixture.summary, "source_read": loaded.report.to_dict()}
@@ -83,7 +68,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    loaded = _load(args, args.source)
+    loaded = _options(args).load(args.source)
     report = loaded.report
     print(report.summary())
     for kind, examples in sorted(report.examples.items()):
@@ -93,13 +78,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    loaded = _load(args, args.source)
+    from babeltune.data.config import StatsOptions
+
+    options: StatsOptions = _options(args, StatsOptions)
+    loaded = options.load(args.source)
     records = loaded.records
     per_lang = Counter(r.lang for r in records)
     splits = Counter(str(r.meta.get("split", "-")) for r in records)
     print(loaded.report.summary())
     print(f"{len(records)} records, {len({r.pid for r in records})} prompts (pids)")
-    print(_completeness_line(records, args.languages))
+    print(_completeness_line(records, options.languages))
     print("splits: " + ", ".join(f"{k}={v}" for k, v in sorted(splits.items())))
     print(f"{'lang':<6}{'records':>8}{'prompt chars':>14}{'response chars':>16}")
     for lang, n in sorted(per_lang.items()):
@@ -111,7 +99,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _completeness_line(records: list[Any], languages: str | None) -> str:
+def _completeness_line(records: list[Any], languages: list[str]) -> str:
     """How many prompts exist in every requested language (default: every language of `records`)."""
     from babeltune.data.parallel import complete_prompts
     from babeltune.languages import parse_language_list
@@ -125,7 +113,7 @@ _TRANSLATE_KEYS = ("source", "out", "languages", "source_lang", "backend", "mode
 def _register_translate(data_sub: Any) -> None:
     from babeltune.cli import positive_int
     from babeltune.data.translate import TranslateConfig
-    from babeltune.generate.config import ENDPOINT_FLAGS
+    from babeltune.generate.config import ENDPOINT_FLAGS, VLLM_FLAGS
     from babeltune.options import add_config_file_options, add_config_flags
 
     tr = data_sub.add_parser(
@@ -133,9 +121,12 @@ def _register_translate(data_sub: Any) -> None:
         description="Translate every turn of every record into each target language through a generation backend; "
         "gate each translation (language, length, markers, empty); write the prompts complete in every language. "
         "Rerunning resumes (OUT.translations.jsonl is the cache).")
-    add_config_file_options(tr, TranslateConfig, "gates.max_ratio=2.5")
+    add_config_file_options(tr, TranslateConfig, "gates.length.zh.high=1.0")
     flags = add_config_flags(tr, TranslateConfig, _TRANSLATE_KEYS)
-    flags |= add_config_flags(tr, TranslateConfig, ENDPOINT_FLAGS, names=ENDPOINT_FLAGS)
+    flags |= add_config_flags(tr.add_argument_group("endpoint backend (--endpoint URL)"), TranslateConfig,
+                              ENDPOINT_FLAGS, names=ENDPOINT_FLAGS)
+    flags |= add_config_flags(tr.add_argument_group("vllm backend (--backend vllm; needs vLLM installed: README "
+                                                    "'Development')"), TranslateConfig, VLLM_FLAGS, names=VLLM_FLAGS)
     flags |= add_config_flags(tr, TranslateConfig, ("decoding.max_new_tokens", "retries", "limit", "overwrite"),
                               extra={"limit": {"type": positive_int}})
     tr.set_defaults(func=cmd_translate, config_flags=flags)
@@ -159,7 +150,14 @@ def cmd_translate(args: argparse.Namespace) -> int:
     records = select_source(loaded.records, cfg.source, cfg.source_lang)
     records = records[: cfg.limit] if cfg.limit else records
     print(f"{loaded.report.summary()}; translating {len(records)} ({records[0].lang}) into {', '.join(cfg.languages)}")
-    summary = translate_records(records, make_translation_backend(cfg), cfg)
+    backend = make_translation_backend(cfg)
+    try:
+        summary = translate_records(records, backend, cfg)
+    finally:
+        if cfg.backend == "vllm":  # shut the engine's processes down, as `babeltune generate` does
+            from babeltune.generate.vllm import release_engines
+
+            release_engines()
     print("\n".join(summary.lines()))
     failed = sum(reasons.get("request_failed", 0) for reasons in summary.rejected.values())
     if failed:  # rejections by the gates are results; requests that never got an answer are not

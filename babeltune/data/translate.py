@@ -14,7 +14,8 @@ Each translation passes the gates, or is rejected with one reason:
 - `empty`: nothing but whitespace;
 - `placeholder_changed`: a marker missing, repeated or invented;
 - `length_ratio`: the translation's length (characters, protected spans left out) is implausible
-  next to the source's (`TranslationGates`, per-script factors in `SCRIPT_LENGTH_FACTOR`);
+  next to the source's: outside the target language's band (`LENGTH_BANDS`, calibrated on FLORES-200 by
+  `benchmarks/calibrate_length_ratio.py`; `TranslationGates.length` overrides it);
 - `wrong_language`: the language identifier (`babeltune.evaluate.langid`) finds another language
   (text too short to identify passes).
 
@@ -60,8 +61,40 @@ SCRIPT_LENGTH_FACTOR: dict[str, float] = {
     "Ethi": 0.7, "Arab": 0.85, "Hebr": 0.8, "Hang": 0.5, "Jpan": 0.45, "Hans": 0.3, "Hant": 0.3,
 }
 """Typical characters per character of English text, by script (the same text in Chinese takes about a
-third of the characters). A translation from script S to script T is expected to be about
-factor(T) / factor(S) times as long as its source; scripts not listed count 1.0."""
+third of the characters): the expected length for a language without a calibrated band in
+`LENGTH_BANDS`; scripts not listed count 1.0."""
+
+LENGTH_MARGIN = 1.25
+"""A calibrated band reaches from the 1% quantile of FLORES-200's ratios divided by this margin to the 99%
+quantile times it (`benchmarks/calibrate_length_ratio.py`)."""
+
+LENGTH_BANDS: dict[str, tuple[float, float, float]] = {
+    # language: (median, low, high) in characters per character of English, FLORES-200 dev (997 sentences);
+    # study A's languages besides English
+    "ar": (0.870, 0.47, 1.58), "zh": (0.318, 0.15, 0.87), "cs": (0.972, 0.54, 1.70),
+    "et": (0.975, 0.53, 1.72), "fi": (1.062, 0.60, 1.86), "he": (0.774, 0.45, 1.33),
+    "hi": (1.000, 0.56, 1.77), "it": (1.167, 0.66, 2.04), "ru": (1.087, 0.59, 2.05),
+    "es": (1.179, 0.66, 2.09), "sw": (1.048, 0.61, 1.79),
+    # study B's and other languages with FLORES files at hand
+    "ja": (0.435, 0.22, 0.84), "ko": (0.500, 0.26, 1.02), "bn": (0.979, 0.54, 1.85),
+    "fr": (1.181, 0.68, 2.10), "pt": (1.077, 0.64, 1.87), "de": (1.161, 0.68, 1.98),
+}
+"""The calibrated length bands: a translation of an English text of n characters into language L must have
+between low x n and high x n characters (+- `TranslationGates.slack_chars`); `median` x n is the expected
+length, which also converts a source in L to English-equivalent characters (n / median)."""
+
+
+@dataclass(frozen=True)
+class LengthBand:
+    """A translation's accepted length in one language, in characters per character of English; a field left
+    out keeps the calibrated value (`LENGTH_BANDS`, or the script fallback for an uncalibrated language)."""
+
+    median: float | None = None
+    """The expected length (FLORES-200's median ratio)."""
+    low: float | None = None
+    """Shortest accepted length."""
+    high: float | None = None
+    """Longest accepted length."""
 
 
 @dataclass(frozen=True)
@@ -69,9 +102,14 @@ class TranslationGates:
     """Which translations are plausible enough to keep."""
 
     min_ratio: float = 0.5
-    """Shortest accepted length, as a multiple of the expected length (source length x script factors)."""
-    max_ratio: float = 2.0
-    """Longest accepted length, as a multiple of the expected length."""
+    """For a language without a calibrated band: its shortest accepted length, as a multiple of the expected
+    length (source length x script factors). 0.5 and 1.9 are the widest bands of the calibrated alphabetic
+    languages relative to their medians (`benchmarks/README.md`, 'Translation')."""
+    max_ratio: float = 1.9
+    """For a language without a calibrated band: its longest accepted length, as a multiple of the expected
+    length."""
+    length: dict[str, LengthBand] = field(default_factory=dict)
+    """Per-language bands replacing (field by field) the calibrated ones, e.g. `gates.length.zh.high=1.0`."""
     slack_chars: int = 12
     """Characters allowed beyond both bounds, so short texts (a word or two) are not judged by ratio."""
     check_language: bool = True
@@ -82,6 +120,24 @@ class TranslationGates:
             raise ValueError(f"need 0 < min_ratio <= 1 <= max_ratio, got {self.min_ratio} and {self.max_ratio}")
         if self.slack_chars < 0:
             raise ValueError(f"slack_chars must be >= 0, got {self.slack_chars}")
+        for code in self.length:
+            median, low, high = self.band(code)
+            if not 0 < low <= median <= high:
+                raise ValueError(f"length.{code}: need 0 < low <= median <= high, got low {low}, median {median}, "
+                                 f"high {high}")
+
+    def band(self, lang: str) -> tuple[float, float, float]:
+        """(median, low, high) for `lang`: its override, else its calibrated band, else the script fallback."""
+        code = get_language(lang).code
+        if code in LENGTH_BANDS:
+            median, low, high = LENGTH_BANDS[code]
+        else:
+            median = SCRIPT_LENGTH_FACTOR.get(get_language(code).script, 1.0)
+            low, high = self.min_ratio * median, self.max_ratio * median
+        override = self.length.get(code, LengthBand())
+        return (override.median if override.median is not None else median,
+                override.low if override.low is not None else low,
+                override.high if override.high is not None else high)
 
 
 @dataclass(frozen=True)
@@ -192,13 +248,18 @@ def translation_prompt(masked: str, source_lang: str, target_lang: str, attempt:
 
 # --- gates -------------------------------------------------------------------------------------------
 
+def prose_length(masked: str) -> int:
+    """The length the length gate measures: characters of a masked text, markers left out, stripped."""
+    return len(prose(masked).strip())
+
+
 def length_bounds(source_chars: int, source_lang: str, target_lang: str, gates: TranslationGates
                   ) -> tuple[float, float]:
-    """Accepted (shortest, longest) translation length in characters for a source of `source_chars`."""
-    src = SCRIPT_LENGTH_FACTOR.get(get_language(source_lang).script, 1.0)
-    tgt = SCRIPT_LENGTH_FACTOR.get(get_language(target_lang).script, 1.0)
-    expected = source_chars * tgt / src
-    return max(0.0, gates.min_ratio * expected - gates.slack_chars), gates.max_ratio * expected + gates.slack_chars
+    """Accepted (shortest, longest) translation length in characters for a source of `source_chars`: the
+    target's band applied to the source's length in English characters (through the source's median)."""
+    english = source_chars / gates.band(source_lang)[0]
+    _, low, high = gates.band(target_lang)
+    return max(0.0, low * english - gates.slack_chars), high * english + gates.slack_chars
 
 
 def gate(row: GenerationRow, masked_source: str, spans: Sequence[str], source_lang: str, target_lang: str,
@@ -216,7 +277,7 @@ def gate(row: GenerationRow, masked_source: str, spans: Sequence[str], source_la
     if restored is None:
         got = sorted(int(m) for m in _MARKER.findall(text))
         return None, "placeholder_changed", f"markers {got}, expected 1..{len(spans)} once each"
-    n_source, n_target = len(prose(masked_source).strip()), len(prose(text).strip())
+    n_source, n_target = prose_length(masked_source), prose_length(text)
     low, high = length_bounds(n_source, source_lang, target_lang, gates)
     if not low <= n_target <= high:
         return None, "length_ratio", f"{n_target} characters for a source of {n_source} (accepted {low:.0f}-{high:.0f})"

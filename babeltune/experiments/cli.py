@@ -6,10 +6,25 @@ import argparse
 import contextlib
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from babeltune.interrupts import TrainingInterrupted
+
+
+@dataclass
+class RunOptions:
+    """How `babeltune run` goes through the grid (what the grid is, the experiment file says)."""
+
+    list_only: bool = False
+    """Only list the expanded conditions and exit."""
+    report: bool = True
+    """Write report.html at the end."""
+    worker: bool = False
+    """Share the grid with other workers on the same run folder (Slurm array tasks, one per GPU, several
+    machines on a shared file system): claim the next unclaimed condition, run it, go on until none is
+    left, then judge what is complete; afterwards a plain `babeltune run` writes results and report."""
 
 
 def register(sub: Any) -> None:
@@ -28,17 +43,11 @@ def register(sub: Any) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="set any ExperimentConfig key, value read as YAML, e.g. --set budget=80 "
                         "--set judge.kind=none (repeatable)")
-    parser.add_argument("--no-report", action="store_true", help="do not write report.html")
-    parser.add_argument("--list", action="store_true", help="only list the expanded conditions and exit")
-    parser.add_argument("--worker", action="store_true",
-                        help="share the grid with other workers on the same run folder (Slurm array tasks, one per "
-                             "GPU, several machines on a shared file system): claim the next unclaimed condition, "
-                             "run it, go on until none is left, then judge what is complete; afterwards a plain "
-                             "`babeltune run` writes results and report")
+    run_flags = add_config_flags(parser, RunOptions, ("list_only", "report", "worker"), names={"list_only": "list"})
     worker = parser.add_argument_group("--worker claims")
     flags = add_config_flags(worker, ClaimSettings, ("heartbeat", "stale_after"),
                              extra={"heartbeat": {"metavar": "SECONDS"}, "stale_after": {"metavar": "SECONDS"}})
-    parser.set_defaults(func=cmd_run, config_flags=flags)
+    parser.set_defaults(func=cmd_run, config_flags=flags, run_flags=run_flags)
 
 
 def experiments_dir() -> Path:
@@ -91,8 +100,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = load_experiment(resolve_experiment(args.experiment), args.overrides)
     claims = command_config(ClaimSettings, args)
+    opts = command_config(RunOptions, args, flags=args.run_flags)
     conditions = expand_conditions(config)
-    if args.list:
+    if opts.list_only:
         for cond in conditions:
             what = (f"{cond.mixture.recipe:<12} budget={cond.mixture.budget}" if cond.method == "tune"
                     else f"method {cond.method}")
@@ -101,16 +111,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from babeltune.outputs import check_output
 
     out = check_output(args.out or Path("runs") / config.name, "folder")
-    print(f"experiment {config.name}: {len(conditions)} condition(s) -> {out}" + (" (worker)" if args.worker else ""))
+    print(f"experiment {config.name}: {len(conditions)} condition(s) -> {out}" + (" (worker)" if opts.worker else ""))
     command = f"babeltune run {args.experiment}" + (f" --out {args.out}" if args.out else "")
-    with resumable(command + (" --worker" if args.worker else "")):
-        summary = run_experiment(config, out, report=not args.no_report, worker=args.worker, claims=claims)
-    if args.worker:
+    with resumable(command + (" --worker" if opts.worker else "")):
+        summary = run_experiment(config, out, report=opts.report, worker=opts.worker, claims=claims)
+    if opts.worker:
         print(f"worker finished in {format_duration(summary.seconds)}: ran {', '.join(summary.worked) or 'nothing'}")
         if summary.pending:
             print(f"not finished yet (other workers hold or wait for them): {', '.join(summary.pending)}")
         print(f"when every worker has finished, `{command}` writes results and the report")
         return 0
+    from babeltune.experiments.summary import summary_table
+
+    print()
+    print(summary_table(summary.rows, [c.name for c in conditions], config.judge.judges()))
+    print()
     print(f"finished in {format_duration(summary.seconds)} ({len(summary.ran)} stage(s) run, {len(summary.skipped)} "
           f"already done); results: {out / 'results.csv'}")
     if summary.report:

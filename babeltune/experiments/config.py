@@ -42,6 +42,7 @@ from typing import Any, Literal
 from babeltune.bench.config import BenchConfig
 from babeltune.config import ConfigError, from_dict, load_config
 from babeltune.data.mixtures import MixtureSpec
+from babeltune.evaluate.runner import EvalConfig
 from babeltune.generate.config import LocalConfig, VLLMConfig
 from babeltune.generate.endpoint import EndpointConfig
 from babeltune.generate.settings import DecodingSettings
@@ -341,6 +342,14 @@ class ExperimentConfig:
     and `num_processes` (LaunchSettings)."""
     generate: ExperimentGenerateConfig = field(default_factory=ExperimentGenerateConfig)
     """The generation stage: backend, decoding settings and the backend's own settings."""
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    """The evaluate stage's settings (`babeltune eval`'s): `identifier` (py3langid, or fasttext for the
+    Language Confusion Benchmark's LPR/WPR as published), `compare_identifier` (agreement rows), the
+    language-ID thresholds and the bootstrap; its seed is the experiment's."""
+    baseline: str | None = None
+    """The condition every other one is compared with in the paired differences (results.csv, the
+    printed summary and the report); null = judge.reference when that names one condition of this run,
+    else the first condition."""
     judge: JudgeSettings = field(default_factory=JudgeSettings)
     samples_per_language: int = 3
     """Prompts per language shown side by side in the report."""
@@ -434,6 +443,9 @@ def expand_conditions(config: ExperimentConfig) -> list[Condition]:
     if duplicates:
         raise ConfigError(f"condition names must be unique; repeated: {', '.join(duplicates)} (put the varied "
                           f"keys into the name, e.g. 'pinch-{{pinch_percent}}')")
+    if config.baseline is not None and config.baseline not in names:
+        raise ConfigError(f"baseline {config.baseline!r} is not a condition of this experiment; its conditions: "
+                          f"{', '.join(names)}")
     return out
 
 

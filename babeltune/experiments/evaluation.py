@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from babeltune.evaluate.runner import EvalConfig
 from babeltune.tidy import ResultRow
 
 # (split, evaluation metric, kind or None for any) -> result metric name; None kind keeps the kind.
@@ -26,6 +27,8 @@ EVAL_METRICS: dict[str, str] = {
 
 def result_metric(split: str, metric: str, kind: str) -> str | None:
     """The results-table name of an evaluation metric of `split` (None: not carried into the table)."""
+    if split == "eval" and metric == "identifier_agreement":
+        return f"identifier_agreement:{kind}"  # e.g. identifier_agreement:line_pass:fasttext
     if split == "eval" and metric in EVAL_METRICS:
         return EVAL_METRICS[metric]
     if split == "modifiers" and metric == "modifier_pass_rate":
@@ -33,11 +36,13 @@ def result_metric(split: str, metric: str, kind: str) -> str | None:
     return None
 
 
-def evaluation_rows(condition: str, generations: dict[str, Path], *, seed: int = 0) -> list[ResultRow]:
-    """Result rows of one condition from its generation files (keys: 'eval', 'modifiers')."""
-    from babeltune.evaluate import EvalConfig, evaluate
+def evaluation_rows(condition: str, generations: dict[str, Path], config: EvalConfig | None = None
+                    ) -> list[ResultRow]:
+    """Result rows of one condition from its generation files (keys: 'eval', 'modifiers'), scored with
+    `config` (default: `babeltune eval`'s defaults)."""
+    from babeltune.evaluate import evaluate
 
-    config = EvalConfig(seed=seed)
+    config = config or EvalConfig()
     rows: list[ResultRow] = []
     for split, path in generations.items():
         result = evaluate(path, path.parent.parent / "eval" / split, config)

@@ -15,6 +15,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ class RealPipeline:
     def evaluate(self, config: ExperimentConfig, condition: str, generations: dict[str, Path]) -> list[ResultRow]:
         from babeltune.experiments.evaluation import evaluation_rows
 
-        return evaluation_rows(condition, generations, seed=config.seed)
+        return evaluation_rows(condition, generations, replace(config.evaluate, seed=config.seed))
 
     # ---------------------------------------------------------------- probe, lens
     def probe(self, config: ExperimentConfig, out: Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ reads it. `lang` is an ISO code or "all" (pooled over the evaluation languages).
 | `modifier_judge:KIND` | mean 1-3 `modifier` score of the rubric judge for a judge-scored kind | rubric stage |
 | `judge_agreement` / `judge_kappa` | two judges' agreement on the same SxS pairs (`judge` = "a vs b") | judge stage |
 | `lpr` / `wpr` / `lcpr` | language confusion: line-, word-level pass rate, their harmonic mean | evaluate stage |
+| `identifier_agreement:WHAT:ID` | share of responses ID agrees on (WHAT: language, line_pass) | evaluate stage |
 | `train_loss` | final training loss (lang "all") | train stage |
 
 `low` / `high` are the 95% CI bounds from `babeltune.stats` (Wilson for rates, bootstrap over prompts
@@ -24,8 +25,9 @@ the value; `invalid` the items excluded (unparseable verdicts, failed requests):
 condition's mean minus the baseline condition's over the prompts both have (same item ids), in the
 metric's own units; `low` / `high` its paired bootstrap 95% CI (lang "all": whole prompts resampled),
 `n` the shared prompts. Every per-prompt metric gets one (not `train_loss`, `lcpr` or the judge
-agreement, which are not means over prompts). The baseline is the judge's reference condition when it
-is one of the run's conditions, else the run's first condition (`difference_rows`). Rows without
+agreement, which are not means over prompts). The baseline is the experiment's `baseline` when set,
+else the judge's reference condition when it is one of the run's conditions, else the run's first
+condition (`difference_rows`). Rows without
 `baseline` are the levels; `pivot` reads only those.
 """
 

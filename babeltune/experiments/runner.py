@@ -263,7 +263,7 @@ class ExperimentRunner:
                         lambda records=records, out=out: self.pipeline.generate(  # type: ignore[misc]
                             cfg, model, records, out, **({"steer": steer} if steer else {})))
             generations[split] = out
-        fp_eval = fingerprint("evaluate", gen_fps)
+        fp_eval = fingerprint("evaluate", gen_fps, to_dict(cfg.evaluate))
 
         def do_evaluate() -> dict[str, Any]:
             rows = self.pipeline.evaluate(cfg, cond.name, generations)
@@ -362,7 +362,7 @@ class ExperimentRunner:
         extra = () if cond.method == "tune" and cfg.bench is None else (
             cond.method, cond.lens, cond.steer, cfg.probe, to_dict(cfg.bench) if cfg.bench else None)
         return fingerprint("condition", asdict(cond.mixture), cond.train, cfg.model, cfg.seed,
-                           cfg.generate.stage_settings(), self.data_fingerprints, *extra)
+                           cfg.generate.stage_settings(), to_dict(cfg.evaluate), self.data_fingerprints, *extra)
 
     def _judging_fingerprint(self, cond: Condition, fps: dict[str, str]) -> str:
         cfg = self.config
@@ -466,7 +466,8 @@ class ExperimentRunner:
         judge_rows, judge_meta = self._judge_all(states)
         rows += judge_rows
         names = [c.name for c in self.conditions]
-        rows += difference_rows(rows, self.run_dir, names, self.config.judge.reference, seed=self.config.seed)
+        rows += difference_rows(rows, self.run_dir, names, self.config.baseline or self.config.judge.reference,
+                                seed=self.config.seed)
         meta = self._meta(states, judge_meta)
         write_results(rows, self.run_dir, meta)
         self._write_samples()

@@ -14,15 +14,12 @@ _GENERATE_KEYS = ("model", "data", "out", "backend")
 _DECODING_KEYS = ("decoding.max_new_tokens", "decoding.temperature", "decoding.top_p", "decoding.top_k",
                   "decoding.repetition_penalty", "decoding.seed")
 _LOCAL_KEYS = ("local.dtype", "local.device", "local.template", "local.batch_size", "local.bf16_head")
-_VLLM_FLAGS = {f"vllm.{name}": f"vllm_{name}" for name in (
-    "dtype", "tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len", "max_lora_rank",
-    "max_loras", "max_num_seqs", "enforce_eager", "seed", "template")}
 _SERVE_KEYS = ("model", "host", "port", "served_name", "api_key_env", *_LOCAL_KEYS, "default_max_tokens",
                "read_timeout", "enable_lora")
 
 
 def register(sub: Any) -> None:
-    from babeltune.generate.config import ENDPOINT_FLAGS, GenerateConfig, ServeConfig
+    from babeltune.generate.config import ENDPOINT_FLAGS, VLLM_FLAGS, GenerateConfig, ServeConfig
     from babeltune.lens.config import STEER_FLAGS
     from babeltune.options import add_config_file_options, add_config_flags
 
@@ -34,7 +31,7 @@ def register(sub: Any) -> None:
     groups: list[tuple[str, Any, dict[str, str] | None, dict[str, Any] | None]] = [
         ("decoding (defaults: study B's greedy, repetition penalty 1.2, 512 tokens)", _DECODING_KEYS, None, None),
         ("local backend", _LOCAL_KEYS, None, None),
-        ("vllm backend (--backend vllm; needs vLLM installed: README 'Development')", _VLLM_FLAGS, _VLLM_FLAGS, None),
+        ("vllm backend (--backend vllm; needs vLLM installed: README 'Development')", VLLM_FLAGS, VLLM_FLAGS, None),
         ("endpoint backend", ENDPOINT_FLAGS, ENDPOINT_FLAGS, None),
         ("prompt selection", ("languages", "per_language", "source_lang", "overwrite"), None,
          {"per_language": {"type": positive_int}}),

@@ -9,6 +9,12 @@ from babeltune.generate.endpoint import EndpointConfig
 from babeltune.generate.settings import DecodingSettings
 from babeltune.lens.config import SteerConfig
 
+VLLM_FLAGS: dict[str, str] = {f"vllm.{name}": f"vllm_{name}" for name in (
+    "dtype", "tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len", "max_lora_rank",
+    "max_loras", "max_num_seqs", "enforce_eager", "seed", "template")}
+"""Config key -> flag name of the vLLM engine options (`--vllm-dtype`, ...), the same in every command
+that runs a vLLM engine (`babeltune generate`, `babeltune data translate`)."""
+
 ENDPOINT_FLAGS: dict[str, str] = {
     "endpoint.url": "endpoint", "endpoint.model": "endpoint_model", "endpoint.api_key_env": "api_key_env",
     "endpoint.concurrency": "concurrency", "endpoint.timeout": "timeout", "endpoint.max_retries": "max_retries",

@@ -86,14 +86,7 @@ class LocalBackend:
         return stop_ids(self.template, self.tokenizer, settings)
 
     def identity(self) -> dict[str, Any]:
-        return {
-            "backend": self.name,
-            "model": self.model_name,
-            "fingerprint": self.fingerprint,
-            "dtype": self.dtype,
-            "template": self.template.name,
-            **self.identity_extra,
-        }
+        return {**model_identity(self), **self.identity_extra}
 
     def render(self, messages: Sequence[Any]) -> list[int]:
         from babeltune.models.chat import render_prompt
@@ -120,6 +113,19 @@ class LocalBackend:
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             yield GenerationResult(rendered[out.index].id, text, out.finish_reason, out.prompt_tokens,
                                    len(out.token_ids))
+
+
+def model_identity(backend: Any, **engine: str) -> dict[str, Any]:
+    """What a backend that renders prompts itself with a chat template (local, vLLM) is: its name,
+    `engine` (e.g. the vLLM version), the model, its weights' fingerprint, dtype and template."""
+    return {
+        "backend": backend.name,
+        **engine,
+        "model": backend.model_name,
+        "fingerprint": backend.fingerprint,
+        "dtype": backend.dtype,
+        "template": backend.template.name,
+    }
 
 
 def stop_ids(template: Any, tokenizer: Any, settings: DecodingSettings) -> list[int]:

@@ -207,14 +207,9 @@ class VLLMBackend:
         return str(dtype).removeprefix("torch.")
 
     def identity(self) -> dict[str, Any]:
-        return {
-            "backend": self.name,
-            "engine": f"vllm {vllm_version()}",
-            "model": self.model_name,
-            "fingerprint": self.fingerprint,
-            "dtype": self.dtype,
-            "template": self.template.name,
-        }
+        from babeltune.generate.local import model_identity
+
+        return model_identity(self, engine=f"vllm {vllm_version()}")
 
     def render(self, messages: Sequence[Any]) -> list[int]:
         from babeltune.models.chat import render_prompt

@@ -34,3 +34,24 @@ class LLMJudgeConfig:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+@dataclass
+class SxsConfig(LLMJudgeConfig):
+    """`babeltune judge sxs`: candidate vs baseline, judged offline or by the LLM judge above."""
+
+    judge: Literal["reference", "llm"] = "reference"
+    """reference: offline, needs reference answers in the data; llm: an LLM judge."""
+    seed: int = 0
+    """Bootstrap seed."""
+    allow_partial: bool = False
+    """Judge the prompts both files share even when some are in one file only (they are listed and
+    recorded in OUT/coverage.json); without it such files are refused."""
+
+
+@dataclass
+class RubricConfig(LLMJudgeConfig):
+    """`babeltune judge rubric`: each response graded alone by the LLM judge above."""
+
+    seed: int = 0
+    """Bootstrap seed."""

@@ -54,10 +54,12 @@ def register(sub: Any) -> None:
     steer.set_defaults(func=cmd_steer, config_flags=flags)
 
     mc = lens_sub.add_parser("mc-eval", help="multiple-choice accuracy per language (loglik or option letter)",
-                             description="Items: JSONL {lang, question|premise, choices, label}.")
+                             description="Items: JSONL {lang, question|premise, choices, label}, scored as one "
+                                         "lm-eval task per language by `babeltune bench` (needs `pip install "
+                                         "'babeltune[harness]'`).")
     add_config_file_options(mc, MCEvalConfig, "method=letter")
     flags = add_config_flags(mc, MCEvalConfig, ("model", "data", "method", "template", "languages", "batch_size",
-                                                "dtype", "device", "out"))
+                                                "dtype", "device", "out", "tasks_dir"))
     flags |= _steer_flags(mc, MCEvalConfig, STEER_FLAGS, required=False)
     mc.set_defaults(func=cmd_mc_eval, config_flags=flags)
 
@@ -170,39 +172,29 @@ def _steer_prompts(cfg: Any) -> list[tuple[str, str]]:
 
 
 def cmd_mc_eval(args: argparse.Namespace) -> int:
-    import contextlib
-
+    from babeltune.bench.harness import require_harness
     from babeltune.cli import command_config
     from babeltune.config import to_dict
     from babeltune.lens.config import MCEvalConfig
-    from babeltune.lens.mc import evaluate_mc, read_mc_items, summarize
-    from babeltune.lens.steering import steer
-    from babeltune.models.chat import get_template
+    from babeltune.lens.mc import run_mc_eval
 
     cfg = command_config(MCEvalConfig, args)
     if cfg.out:
         check_output(cfg.out, "file", "--out")
-    items = read_mc_items(cfg.data, cfg.languages or None)
-    if cfg.steer is not None:
-        loaded, subspace = _load_for_steering(cfg.model, cfg.steer, cfg.dtype, cfg.device)
-    else:
-        from babeltune.models.loading import load_model
-
-        loaded, subspace = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device), None
-    template = None if cfg.template == "none" else get_template(loaded.tokenizer, cfg.template)
-    with contextlib.ExitStack() as stack:
-        steering = None
-        if cfg.steer is not None and subspace is not None:
-            steering = stack.enter_context(steer(loaded.model, subspace, mode=cfg.steer.mode,
-                                                 coefficient=cfg.steer.coefficient, layers=cfg.steer.layers,
-                                                 lang=cfg.steer.lang))
-        scores = evaluate_mc(loaded.model, loaded.tokenizer, items, method=cfg.method, template=template,
-                             batch_size=cfg.batch_size, steering=steering)
-    summary = summarize(scores)
-    print(summary.table())
+    if cfg.tasks_dir:
+        check_output(cfg.tasks_dir, "folder", "--tasks-dir")
+    require_harness("babeltune lens mc-eval")
+    result = run_mc_eval(cfg)
+    print(result.summary.table())
     if cfg.out:
-        payload = {"model": cfg.model, "data": cfg.data, "method": cfg.method, "template": cfg.template,
-                   "steer": to_dict(cfg.steer) if cfg.steer else None, **summary.to_dict()}
-        Path(cfg.out).write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return 0
+        from dataclasses import asdict
 
+        from babeltune.bench.harness import _nan_to_none
+
+        bench = result.bench
+        payload = {"model": cfg.model, "data": cfg.data, "method": cfg.method, "template": cfg.template,
+                   "steer": to_dict(cfg.steer) if cfg.steer else None, **result.summary.to_dict(),
+                   "identity": bench.identity, "tasks": bench.tasks, "rows": [asdict(row) for row in bench.rows]}
+        Path(cfg.out).write_text(json.dumps(_nan_to_none(payload), indent=2, ensure_ascii=False, default=str) + "\n",
+                                 encoding="utf-8")
+    return 0

@@ -254,13 +254,17 @@ class MCEvalConfig:
     languages: list[str] = field(default_factory=list)
     """Only items in these languages (default: all)."""
     batch_size: int = 8
-    """Items scored together."""
+    """Requests (choice continuations) per forward pass."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Precision the model is loaded in."""
     device: str = "cpu"
     """Device the model runs on (cpu, cuda, ...)."""
     out: str | None = None
-    """Write per-language results (JSON) here."""
+    """Write per-language results (JSON) here, with bench's tidy rows, model identity and task hashes."""
+    tasks_dir: str | None = None
+    """Keep the lm-eval tasks written for the items (task YAMLs, JSONL data) and bench's results.csv,
+    results.json, samples.jsonl in this folder (default: a temporary folder, deleted afterwards); rerun
+    with `babeltune bench --include-path DIR`."""
     steer: SteerConfig | None = None
     """Steering applied while scoring (None: the model as it is)."""
 

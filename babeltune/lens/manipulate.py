@@ -263,26 +263,18 @@ def manipulate(lm: Any, tokenizer: Any, subspace: LanguageSubspace, records: lis
     """Train `lm` in place (top layers only) and log into `run_dir`; see the module docstring.
     `resume`: continue from the run's latest checkpoint (written by the same configuration)."""
     from babeltune.models.chat import get_template
+    from babeltune.train import routine
     from babeltune.train.modeling import save_final
-    from babeltune.train.routine import (
-        OptimSettings,
-        RunSettings,
-        TrainingPlan,
-        fit,
-        make_accelerator,
-        resolve_precision,
-        set_seed,
-    )
 
     checkpoint = start_point(run_dir, cfg, resume)
-    set_seed(cfg.seed)
+    routine.set_seed(cfg.seed)
     languages = training_languages(cfg, subspace)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     template = get_template(tokenizer, cfg.template)
     groups, report = parallel_groups(records, languages, tokenizer, template, cfg.max_prompt_tokens, cfg.max_groups)
     log.info("manipulation data: %d parallel groups x %d languages (%s)", len(groups), len(languages), report)
 
-    accelerator = make_accelerator()
+    accelerator = routine.make_accelerator()
     lm.to(accelerator.device)
     lm.eval()  # reference states without dropout
     ref_start = time.perf_counter()
@@ -294,16 +286,16 @@ def manipulate(lm: Any, tokenizer: Any, subspace: LanguageSubspace, records: lis
     schedule = DataSchedule.build(len(groups), cfg.batch_size * cfg.grad_accum, cfg.epochs, cfg.max_steps,
                                   cfg.seed, shuffle=True)
     total = schedule.total_steps
-    plan = TrainingPlan(steps=GroupPlanner(groups, schedule, languages, reference, pad_id, cfg.batch_size),
-                        total_steps=total, loss_fn=manipulation_loss,
-                        autocast=resolve_precision(cfg.precision, accelerator.device))
-    optim = OptimSettings(lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=cfg.optim.adam_betas,
-                          schedule=cfg.optim.schedule, warmup_steps=math.ceil(cfg.optim.warmup_ratio * total),
-                          max_grad_norm=cfg.optim.max_grad_norm)
-    run = RunSettings(folder=run_dir, numbers=cfg.numbers_dict(), save_every=cfg.save_every,
-                      tensorboard=cfg.tensorboard, progress=cfg.progress)
+    plan = routine.TrainingPlan(steps=GroupPlanner(groups, schedule, languages, reference, pad_id, cfg.batch_size),
+                                total_steps=total, loss_fn=manipulation_loss,
+                                autocast=routine.resolve_precision(cfg.precision, accelerator.device))
+    optim = routine.OptimSettings(lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=cfg.optim.adam_betas,
+                                  schedule=cfg.optim.schedule, warmup_steps=math.ceil(cfg.optim.warmup_ratio * total),
+                                  max_grad_norm=cfg.optim.max_grad_norm)
+    run = routine.RunSettings(folder=run_dir, numbers=cfg.numbers_dict(), save_every=cfg.save_every,
+                              tensorboard=cfg.tensorboard, progress=cfg.progress)
     try:  # checkpoints hold the model's own parameter names (not the loss module's)
-        fitted = fit(objective, plan, optim, run, checkpoint, accelerator=accelerator, checkpointed=lm)
+        fitted = routine.fit(objective, plan, optim, run, checkpoint, accelerator=accelerator, checkpointed=lm)
     finally:
         lm.eval()
         for param in lm.parameters():

@@ -1,36 +1,43 @@
-"""Multiple-choice evaluation in any language (study C's M-MMLU / XCOPA / XStoryCloze style).
+"""Multiple-choice items in any language, scored by lm-evaluation-harness (`babeltune lens mc-eval`).
 
 Items are JSONL rows `{"lang", "question" and/or "premise", "choices": [...], "label", "id"?}` (label: the
-index of the right choice, or its letter). Two ways to score:
+index of the right choice, or its letter). babeltune does not score them itself: `write_mc_tasks` turns
+them into an lm-eval task per language (a local JSONL dataset and its task YAML), and `babeltune.bench`
+runs those tasks on the loaded (optionally steered) model. Two methods:
 
-- `loglik`: the log-likelihood of each choice as a continuation of the question; the prediction is the
-  highest total (`acc`) and, separately, the highest per-character value (`acc_norm`, which does not
-  favour short choices);
-- `letter`: the question with lettered options, then "Answer:"; the prediction is the option letter
-  with the highest next-token logit (study C's option-letter scoring).
+- `loglik`: the log-likelihood of each choice's text after the question; lm-eval's `acc` (highest total)
+  and `acc_norm` (highest total per character, which does not favour short choices);
+- `letter`: the question with lettered options, then "Answer:"; each option is scored by the
+  log-likelihood of its letter (study C's option-letter scoring); `acc_norm` equals `acc` there.
 
-`template: none` scores raw text (usual for base models); `auto|gemma|tokenizer` wraps the question as a
-user turn in the chat template. Accuracy is reported per language with a 95% Wilson interval.
+`template: none` scores raw text (usual for base models); `auto|gemma|tokenizer` writes the question as a
+user turn in that chat template, and the choice (or letter) starts the model's turn. Accuracy is reported
+per language with a 95% Wilson interval (the tidy rows of `babeltune.bench`).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
+import json
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal
 
 from babeltune.data.jsonl import iter_jsonl
 from babeltune.data.records import Message
 from babeltune.languages import normalize_code
-from babeltune.lens.states import pad_batch
 from babeltune.stats import wilson
+
+if TYPE_CHECKING:
+    from babeltune.bench.harness import BenchResult, BenchRow, TaskSet
+    from babeltune.lens.config import MCEvalConfig, SteerConfig
 
 Method = Literal["loglik", "letter"]
 LETTERS = "ABCDEFGHIJ"
+TASK_PREFIX = "babeltune_mc"
+"""Task names are `babeltune_mc_<method>_<lang>`: bench reads the language from the last part."""
 
 
 @dataclass(frozen=True)
@@ -80,109 +87,85 @@ def _parse_item(raw: Any, where: str) -> MCItem:
     return MCItem(str(raw.get("id", where)), lang, "\n".join(parts), tuple(c.strip() for c in choices), label)
 
 
-@dataclass
-class ItemScore:
-    item: MCItem
-    scores: list[float]
-    """Total log-likelihood per choice (loglik) or the letter's log-probability (letter)."""
-    norm_scores: list[float]
-    """Per-character log-likelihood (loglik); equal to `scores` for letter scoring."""
-
-    @property
-    def correct(self) -> bool:
-        return max(range(len(self.scores)), key=self.scores.__getitem__) == self.item.label
-
-    @property
-    def correct_norm(self) -> bool:
-        return max(range(len(self.norm_scores)), key=self.norm_scores.__getitem__) == self.item.label
-
-
 def letter_prompt(item: MCItem) -> str:
     options = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(item.choices))
     return f"{item.question}\n{options}\nAnswer:"
 
 
-def _prompt_ids(tokenizer: Any, template: Any | None, text: str) -> list[int]:
-    if template is None:
-        return list(tokenizer(text)["input_ids"])
-    from babeltune.models.chat import render_prompt
-
-    return render_prompt(tokenizer, template, [Message("user", text)])
+Renderer = Callable[[str], str]
+"""Question text -> the prompt text lm-eval sees (a chat-templated user turn, or the text as it is)."""
 
 
-def _steer_rows(steering: Any | None, langs: list[str]) -> None:
-    if steering is not None and steering.mode == "add" and steering.lang is None:
-        steering.set_languages(langs)
+def chat_renderer(tokenizer: Any, template_name: str) -> Renderer | None:
+    """None for `template: none`; else the question as a user turn of that chat template, followed by
+    the model turn's header, as text (control tokens spelled out, as lm-eval tokenizes them)."""
+    if template_name == "none":
+        return None
+    from babeltune.models.chat import get_template
+
+    template = get_template(tokenizer, template_name)  # type: ignore[arg-type]
+
+    def render(text: str) -> str:
+        return "".join(seg.text for seg in template.segments([Message("user", text)], add_generation_prompt=True))
+
+    return render
 
 
-@torch.no_grad()
-def _logprobs_of_tail(model: Any, seqs: list[list[int]], tails: list[int], pad: int) -> list[torch.Tensor]:
-    """Log-probabilities of the last tails[i] tokens of each sequence (left-padded batch)."""
-    batch = pad_batch(seqs, pad, "left")
-    keep = max(tails) + 1
-    device = next(model.parameters()).device
-    logits = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                   position_ids=batch.position_ids.to(device), logits_to_keep=keep, use_cache=False).logits
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, keep - 1, V): predicts the last keep-1 tokens
-    targets = batch.input_ids[:, -(keep - 1):].to(device)  # (B, keep - 1)
-    picked = logp.gather(-1, targets[..., None])[..., 0]  # (B, keep - 1)
-    return [picked[row, picked.shape[1] - n:].cpu() for row, n in enumerate(tails)]
+def task_name(method: Method, lang: str) -> str:
+    return f"{TASK_PREFIX}_{method}_{lang}"
 
 
-def score_loglik(model: Any, tokenizer: Any, items: Sequence[MCItem], *, template: Any | None = None,
-                 batch_size: int = 8, steering: Any | None = None) -> list[ItemScore]:
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    rows: list[tuple[int, int, list[int], int, str]] = []  # (item, choice, ids, n choice tokens, lang)
-    for i, item in enumerate(items):
-        context = _prompt_ids(tokenizer, template, item.question)
-        for j, choice in enumerate(item.choices):
-            cont = list(tokenizer((" " if template is None else "") + choice, add_special_tokens=False)["input_ids"])
-            rows.append((i, j, context + cont, len(cont), item.lang))
-    totals = [[0.0] * len(item.choices) for item in items]
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        _steer_rows(steering, [r[4] for r in chunk])
-        for (i, j, _, _, _), lp in zip(chunk, _logprobs_of_tail(model, [r[2] for r in chunk],
-                                                                 [r[3] for r in chunk], pad), strict=True):
-            totals[i][j] = float(lp.sum())
-    return [ItemScore(item, totals[i], [s / max(1, len(c)) for s, c in zip(totals[i], item.choices, strict=True)])
-            for i, item in enumerate(items)]
+def write_mc_tasks(items: Sequence[MCItem], folder: str | Path, method: Method,
+                   render: Renderer | None = None) -> list[str]:
+    """One lm-eval task per language into `folder` (`<lang>.jsonl` + `babeltune_mc_<method>_<lang>.yaml`);
+    returns the task names. Each row holds the prompt lm-eval scores after and the texts it scores."""
+    import yaml
+
+    from babeltune.bench.harness import task_language
+
+    folder = Path(folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    by_lang: dict[str, list[MCItem]] = {}
+    for item in items:
+        by_lang.setdefault(item.lang, []).append(item)
+    names = []
+    for lang, group in sorted(by_lang.items()):
+        name = task_name(method, lang)
+        if task_language(name) != lang:  # bench steers (add mode) and reports by this language
+            raise ValueError(f"language {lang!r}: not read back from the task name {name!r}")
+        data = folder / f"{method}_{lang}.jsonl"
+        with open(data, "w", encoding="utf-8") as handle:
+            for item in group:
+                handle.write(json.dumps(_task_row(item, method, render), ensure_ascii=False) + "\n")
+        spec = {"task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}},
+                "test_split": "test", "output_type": "multiple_choice", "doc_to_text": "prompt",
+                "doc_to_choice": "targets", "doc_to_target": "label",
+                "target_delimiter": " " if render is None else "",
+                "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True}
+                                for m in ("acc", "acc_norm")],
+                "metadata": {"version": 1.0}}
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False),
+                                             encoding="utf-8")
+        names.append(name)
+    return names
 
 
-def letter_ids(tokenizer: Any, n: int, with_space: bool) -> list[int]:
-    """Token id of each option letter: ' A' when the tokenizer has it as one token (after "Answer:"),
-    else 'A'."""
-    ids = []
-    for letter in LETTERS[:n]:
-        tokens = tokenizer((" " if with_space else "") + letter, add_special_tokens=False)["input_ids"]
-        if len(tokens) != 1:
-            tokens = tokenizer(letter, add_special_tokens=False)["input_ids"]
-        if len(tokens) != 1:
-            raise ValueError(f"option letter {letter!r} is not a single token with this tokenizer; use method=loglik")
-        ids.append(int(tokens[0]))
-    if len(set(ids)) != len(ids):
-        raise ValueError("option letters do not map to distinct tokens with this tokenizer; use method=loglik")
-    return ids
+def _task_row(item: MCItem, method: Method, render: Renderer | None) -> dict[str, Any]:
+    text = item.question if method == "loglik" else letter_prompt(item)
+    targets = list(item.choices) if method == "loglik" else list(LETTERS[:len(item.choices)])
+    return {"id": item.id, "prompt": text if render is None else render(text), "targets": targets,
+            "label": item.label}
 
 
-def score_letter(model: Any, tokenizer: Any, items: Sequence[MCItem], *, template: Any | None = None,
-                 batch_size: int = 8, steering: Any | None = None) -> list[ItemScore]:
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device = next(model.parameters()).device
-    out: list[ItemScore] = []
-    for start in range(0, len(items), batch_size):
-        chunk = list(items[start:start + batch_size])
-        _steer_rows(steering, [item.lang for item in chunk])
-        batch = pad_batch([_prompt_ids(tokenizer, template, letter_prompt(item)) for item in chunk], pad, "left")
-        with torch.no_grad():
-            logits = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                           position_ids=batch.position_ids.to(device), logits_to_keep=1, use_cache=False).logits
-        logp = torch.log_softmax(logits[:, -1].float(), dim=-1).cpu()  # (B, V)
-        for row, item in enumerate(chunk):
-            ids = letter_ids(tokenizer, len(item.choices), with_space=template is None)
-            scores = [float(logp[row, t]) for t in ids]
-            out.append(ItemScore(item, scores, scores))
-    return out
+def local_tasks(folder: str | Path, names: Sequence[str]) -> TaskSet:
+    """The tasks in `folder` only (lm-eval's built-in tasks are not indexed: that takes many seconds)."""
+    from lm_eval.tasks import TaskManager
+
+    from babeltune.bench.harness import TaskSet, check_tasks, quiet_lm_eval
+
+    quiet_lm_eval()
+    manager = TaskManager(include_path=str(Path(folder).resolve()), include_defaults=False)
+    return TaskSet(manager, check_tasks(names, manager))
 
 
 @dataclass
@@ -201,25 +184,80 @@ class MCSummary:
         return "\n".join(lines)
 
 
-def summarize(scores: Sequence[ItemScore]) -> MCSummary:
-    """Accuracy per language (and over all items) with Wilson 95% intervals; macro average over languages."""
-    groups: dict[str, list[ItemScore]] = defaultdict(list)
-    for s in scores:
-        groups[s.item.lang].append(s)
+def summarize_rows(rows: Sequence[BenchRow], items: Sequence[MCItem]) -> MCSummary:
+    """bench's rows of the mc tasks -> accuracy per language (and over all items, n-weighted) with Wilson
+    95% intervals, lm-eval's acc_norm, the chance level; macro average over languages."""
+    figures: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row.task.startswith(TASK_PREFIX + "_") and not row.group and row.metric in ("acc", "acc_norm"):
+            figures.setdefault(row.language, {})[row.metric] = row
+    chance: dict[str, list[float]] = {}
+    for item in items:
+        chance.setdefault(item.lang, []).append(1 / len(item.choices))
+    missing = sorted(set(chance) - set(figures))
+    if missing:
+        raise ValueError(f"lm-eval returned no accuracy for languages {missing}")
+    per_language = {}
+    for lang in sorted(figures):
+        acc, norm = figures[lang]["acc"], figures[lang]["acc_norm"]
+        per_language[lang] = {"n": acc.n, "acc": acc.value, "ci_low": acc.low, "ci_high": acc.high,
+                              "acc_norm": norm.value, "chance": sum(chance[lang]) / len(chance[lang])}
+    n = sum(int(r["n"]) for r in per_language.values())
+    hits = sum(round(r["acc"] * r["n"]) for r in per_language.values())
+    low, high = wilson(hits, n)
+    overall = {"n": n, "acc": hits / n, "ci_low": low, "ci_high": high,
+               "acc_norm": sum(r["acc_norm"] * r["n"] for r in per_language.values()) / n,
+               "chance": sum(sum(c) for c in chance.values()) / n,
+               "macro_acc": sum(r["acc"] for r in per_language.values()) / len(per_language)}
+    return MCSummary(per_language, overall)
 
-    def row(group: Sequence[ItemScore]) -> dict[str, float]:
-        hits = sum(s.correct for s in group)
-        low, high = wilson(hits, len(group))
-        return {"n": len(group), "acc": hits / len(group), "ci_low": low, "ci_high": high,
-                "acc_norm": sum(s.correct_norm for s in group) / len(group),
-                "chance": sum(1 / len(s.item.choices) for s in group) / len(group)}
 
-    summary = MCSummary({lang: row(g) for lang, g in sorted(groups.items())}, row(scores))
-    summary.overall["macro_acc"] = sum(r["acc"] for r in summary.per_language.values()) / len(groups)
-    return summary
+@dataclass
+class MCResult:
+    summary: MCSummary
+    bench: BenchResult
+    """bench's tidy rows, model identity, lm-eval version, task hashes and per-item log-likelihoods."""
+
+
+@contextmanager
+def _task_folder(keep: str | Path | None) -> Iterator[Path]:
+    if keep is not None:
+        yield Path(keep)
+        return
+    with tempfile.TemporaryDirectory(prefix="babeltune-mc-") as tmp:
+        yield Path(tmp)
 
 
 def evaluate_mc(model: Any, tokenizer: Any, items: Sequence[MCItem], *, method: Method = "loglik",
-                template: Any | None = None, batch_size: int = 8, steering: Any | None = None) -> list[ItemScore]:
-    scorer = score_loglik if method == "loglik" else score_letter
-    return scorer(model, tokenizer, items, template=template, batch_size=batch_size, steering=steering)
+                template: str = "none", batch_size: int = 8, steering: SteerConfig | None = None,
+                identity: dict[str, Any] | None = None, tasks_dir: str | Path | None = None) -> MCResult:
+    """Score `items` on an already-loaded model through `babeltune.bench` (lm-eval), optionally steered."""
+    from babeltune.bench.config import BenchConfig
+    from babeltune.bench.harness import evaluate_model
+
+    device = str(next(model.parameters()).device)
+    with _task_folder(tasks_dir) as folder:
+        names = write_mc_tasks(items, folder, method, chat_renderer(tokenizer, template))
+        cfg = BenchConfig(tasks=names, include_path=str(folder), num_fewshot=0, batch_size=batch_size, device=device)
+        result = evaluate_model(model, tokenizer, cfg, identity or {"fingerprint": None}, steering,
+                                local_tasks(folder, names))
+    return MCResult(summarize_rows(result.rows, items), result)
+
+
+def run_mc_eval(cfg: MCEvalConfig) -> MCResult:
+    """`babeltune lens mc-eval`: read the items, write their tasks, load `cfg.model` and run bench on it."""
+    from babeltune.bench.config import BenchConfig
+    from babeltune.bench.harness import run_bench
+
+    items = read_mc_items(cfg.data, cfg.languages or None)
+    render = None
+    if cfg.template != "none":
+        from babeltune.models.loading import load_tokenizer
+
+        render = chat_renderer(load_tokenizer(cfg.model), cfg.template)
+    with _task_folder(cfg.tasks_dir) as folder:
+        names = write_mc_tasks(items, folder, cfg.method, render)
+        bench_cfg = BenchConfig(model=cfg.model, tasks=names, include_path=str(folder), num_fewshot=0,
+                                batch_size=cfg.batch_size, dtype=cfg.dtype, device=cfg.device)
+        result = run_bench(bench_cfg, cfg.tasks_dir, cfg.steer, local_tasks(folder, names))
+    return MCResult(summarize_rows(result.rows, items), result)

@@ -31,20 +31,23 @@ def decoder_of(model: Any) -> Any:
 
 def decoder_layers(model: Any) -> torch.nn.ModuleList:
     """The decoder's layers, bottom to top."""
-    decoder = decoder_of(model)
-    layers = getattr(decoder, "layers", None)
-    if layers is None:
-        raise ValueError(f"{type(decoder).__name__}: cannot find its decoder layers (expected .layers)")
+    layers: torch.nn.ModuleList = _decoder_part(model, "layers", "cannot find its decoder layers (expected .layers)")
     return layers
 
 
 def final_norm(model: Any) -> torch.nn.Module:
     """The norm applied to the top layer's output before the LM head."""
-    decoder = decoder_of(model)
-    norm = getattr(decoder, "norm", None)
-    if norm is None:
-        raise ValueError(f"{type(decoder).__name__}: no final norm (.norm) found")
+    norm: torch.nn.Module = _decoder_part(model, "norm", "no final norm (.norm) found")
     return norm
+
+
+def _decoder_part(model: Any, attribute: str, missing: str) -> Any:
+    """The decoder's `attribute`; a ValueError naming the decoder's class and `missing` when it has none."""
+    decoder = decoder_of(model)
+    part = getattr(decoder, attribute, None)
+    if part is None:
+        raise ValueError(f"{type(decoder).__name__}: {missing}")
+    return part
 
 
 def lm_head(model: Any) -> Any:

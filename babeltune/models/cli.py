@@ -7,7 +7,9 @@ import json
 import time
 from typing import Any
 
-from babeltune.cli import positive_int
+from babeltune.cli import command_config, positive_int
+from babeltune.models.config import ModelInfoConfig, PrepareConfig, RenderConfig
+from babeltune.options import add_config_flags
 
 
 def register(sub: Any) -> None:
@@ -15,26 +17,25 @@ def register(sub: Any) -> None:
     model_sub = parser.add_subparsers(dest="model_command", metavar="SUBCOMMAND", required=True)
 
     prepare = model_sub.add_parser("prepare", help="build the default model's safetensors cache (once)")
-    prepare.add_argument("--rebuild", action="store_true")
-    prepare.set_defaults(func=cmd_prepare)
+    flags = add_config_flags(prepare, PrepareConfig, ("rebuild",))
+    prepare.set_defaults(func=cmd_prepare, config_flags=flags)
 
     info = model_sub.add_parser("info", help="architecture, size, template and fingerprint of a model")
-    info.add_argument("--model", default="gemma-3-270m")
-    info.set_defaults(func=cmd_info)
+    flags = add_config_flags(info, ModelInfoConfig, ("model",))
+    info.set_defaults(func=cmd_info, config_flags=flags)
 
     render = model_sub.add_parser("render", help="show how records are rendered (template, loss mask)")
-    render.add_argument("--model", default="gemma-3-270m")
-    render.add_argument("--data", default="bundled:train")
-    render.add_argument("--template", default="auto", choices=["auto", "gemma", "tokenizer"])
-    render.add_argument("--per-language", type=positive_int, default=1, help="samples shown per language")
-    render.set_defaults(func=cmd_render)
+    flags = add_config_flags(render, RenderConfig, ("model", "data", "template", "per_language"),
+                             extra={"per_language": {"type": positive_int}})
+    render.set_defaults(func=cmd_render, config_flags=flags)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from babeltune.models.loading import default_model_dir
 
+    cfg: PrepareConfig = command_config(PrepareConfig, args)
     start = time.time()
-    path = default_model_dir(rebuild=args.rebuild)
+    path = default_model_dir(rebuild=cfg.rebuild)
     print(f"default model ready at {path} ({time.time() - start:.1f} s)")
     return 0
 
@@ -43,7 +44,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     from babeltune.models.chat import get_template
     from babeltune.models.loading import load_model, model_fingerprint
 
-    loaded = load_model(args.model)
+    cfg: ModelInfoConfig = command_config(ModelInfoConfig, args)
+    loaded = load_model(cfg.model)
     model = loaded.model
     n_params = sum(p.numel() for p in model.parameters())
     info = {
@@ -66,12 +68,13 @@ def cmd_render(args: argparse.Namespace) -> int:
     from babeltune.models.chat import IGNORE_INDEX, get_template, render_for_training
     from babeltune.models.loading import load_tokenizer
 
-    tokenizer = load_tokenizer(args.model)
-    template = get_template(tokenizer, args.template)
+    cfg: RenderConfig = command_config(RenderConfig, args)
+    tokenizer = load_tokenizer(cfg.model)
+    template = get_template(tokenizer, cfg.template)
     print(json.dumps(template.describe(), indent=2, ensure_ascii=False))
     shown: dict[str, int] = {}
-    for rec in read_records(args.data):
-        if shown.get(rec.lang, 0) >= args.per_language:
+    for rec in read_records(cfg.data):
+        if shown.get(rec.lang, 0) >= cfg.per_language:
             continue
         shown[rec.lang] = shown.get(rec.lang, 0) + 1
         ex = render_for_training(tokenizer, template, rec.messages)

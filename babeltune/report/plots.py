@@ -41,13 +41,37 @@ def _error_bar(row: ResultRow, scale: float) -> tuple[float, float]:
     return max(low, 0.0), max(high, 0.0)
 
 
+def _present(table: Table, outer: Sequence[str], inner: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The `outer` keys `table` has (in the order given), and the `inner` keys at least one of them has."""
+    kept = [key for key in outer if key in table]
+    return kept, [key for key in inner if any(key in table[k] for k in kept)]
+
+
+def _series_points(rows: Sequence[ResultRow | None], left: float, width: float, k: int,
+                   scale: float) -> tuple[list[float], list[float], list[float], list[float]]:
+    """x, y and the lower and upper CI whiskers of the k-th series' rows that have a value: row j sits at
+    x = j + left + width * (k + 0.5)."""
+    xs: list[float] = []
+    ys: list[float] = []
+    lows: list[float] = []
+    highs: list[float] = []
+    for j, row in enumerate(rows):
+        if row is None or row.value is None:
+            continue
+        xs.append(j + left + width * (k + 0.5))
+        ys.append(row.value * scale)
+        lo, hi = _error_bar(row, scale)
+        lows.append(lo)
+        highs.append(hi)
+    return xs, ys, lows, highs
+
+
 def heatmap(table: Table, conditions: Sequence[str], languages: Sequence[str], *, title: str, scale: float = 1.0,
             vmin: float = 0.0, vmax: float = 100.0, center_label: str = "") -> bytes | None:
     """Conditions (rows) x languages (columns), each cell annotated with its value."""
     import numpy as np
 
-    rows = [c for c in conditions if c in table]
-    cols = [lang for lang in languages if any(lang in table[c] for c in rows)]
+    rows, cols = _present(table, conditions, languages)
     if not rows or not cols:
         return None
     plt = _plt()
@@ -77,25 +101,14 @@ def heatmap(table: Table, conditions: Sequence[str], languages: Sequence[str], *
 def scores_with_ci(table: Table, conditions: Sequence[str], languages: Sequence[str], *, title: str, ylabel: str,
                    scale: float = 1.0, reference_line: float | None = None) -> bytes | None:
     """Per-language values with their CI as error bars, one marker series per condition."""
-    rows = [c for c in conditions if c in table]
-    cols = [lang for lang in languages if any(lang in table[c] for c in rows)]
+    rows, cols = _present(table, conditions, languages)
     if not rows or not cols:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(cols) + 2), 3.6))
     width = 0.7 / max(1, len(rows))
     for k, cond in enumerate(rows):
-        xs, ys, lows, highs = [], [], [], []
-        for j, lang in enumerate(cols):
-            row = table[cond].get(lang)
-            if row is None or row.value is None:
-                continue
-            xs.append(j - 0.35 + width * (k + 0.5))
-            y = row.value * scale
-            ys.append(y)
-            lo, hi = _error_bar(row, scale)
-            lows.append(lo)
-            highs.append(hi)
+        xs, ys, lows, highs = _series_points([table[cond].get(lang) for lang in cols], -0.35, width, k, scale)
         ax.errorbar(xs, ys, yerr=[lows, highs], fmt="o", capsize=3, markersize=4, label=cond)
     if reference_line is not None:
         ax.axhline(reference_line, color="grey", linestyle="--", linewidth=1)
@@ -110,25 +123,14 @@ def scores_with_ci(table: Table, conditions: Sequence[str], languages: Sequence[
 def grouped_bars(values: dict[str, dict[str, ResultRow]], groups: Sequence[str], series: Sequence[str], *,
                  title: str, ylabel: str, scale: float = 1.0, ylim: tuple[float, float] | None = None) -> bytes | None:
     """Bars per group (x axis) and series (colours), with CI whiskers. values: series -> group -> row."""
-    series = [s for s in series if s in values]
-    groups = [g for g in groups if any(g in values[s] for s in series)]
+    series, groups = _present(values, series, groups)
     if not series or not groups:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(groups) + 2), 3.6))
     width = 0.8 / len(series)
     for k, name in enumerate(series):
-        xs, ys, err_lo, err_hi = [], [], [], []
-        for j, group in enumerate(groups):
-            row = values[name].get(group)
-            if row is None or row.value is None:
-                continue
-            y = row.value * scale
-            xs.append(j - 0.4 + width * (k + 0.5))
-            ys.append(y)
-            lo, hi = _error_bar(row, scale)
-            err_lo.append(lo)
-            err_hi.append(hi)
+        xs, ys, err_lo, err_hi = _series_points([values[name].get(group) for group in groups], -0.4, width, k, scale)
         ax.bar(xs, ys, width=width * 0.95, yerr=[err_lo, err_hi], capsize=2, label=name)
     ax.set_xticks(range(len(groups)), groups, rotation=30 if max(len(g) for g in groups) > 6 else 0, ha="right"
                   if max(len(g) for g in groups) > 6 else "center")
