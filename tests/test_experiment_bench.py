@@ -186,6 +186,8 @@ def test_study_c_lens_as_shipped_is_gpu_sized_on_the_published_tasks() -> None:
     ({"name": "l", "method": "lens"}, {"probe": {"model": "x"}}, "probe.model is set by the experiment runner"),
     ({"name": "l", "method": "lens"}, {"languages": ["es", "ru"]}, "central language"),
     ({"name": "l", "method": "magic"}, {}, "method"),
+    ({"name": "t", "mixture": {"recipe": "uniform"}}, {"steer": {"strength": 2}}, "steer.strength"),
+    ({"name": "t", "mixture": {"recipe": "uniform"}}, {"lens": {"lr": 1}}, "lens.lr"),
 ])
 def test_condition_methods_are_checked_at_load(tmp_path: Path, condition: dict[str, Any], extra: dict[str, Any],
                                                message: str) -> None:

@@ -377,6 +377,9 @@ class ExperimentConfig:
             from babeltune.experiments.bench import check_bench_section
 
             check_bench_section(self.bench)
+        from babeltune.experiments.methods import check_method_sections
+
+        check_method_sections(self)
         for i, spec in enumerate(self.conditions):
             check_train_overlay(spec.train, prefix=f"conditions[{i}].train")
 

@@ -69,6 +69,17 @@ def steer_config(steer: dict[str, Any], subspace: str | Path, where: str = "expe
     return from_dict(SteerConfig, {**steer, "subspace": str(subspace)}, where=where, prefix="steer.")
 
 
+def check_method_sections(config: ExperimentConfig) -> None:
+    """The experiment's own probe, lens and steer sections, checked whenever given (even if no condition
+    uses them yet), so a typo there is found at load."""
+    if config.probe:
+        probe_config(config)
+    if config.lens:
+        lens_config(config, config.lens, "checked-later")
+    if config.steer:
+        steer_config(config.steer, "checked-later")
+
+
 def check_method(config: ExperimentConfig, spec: ConditionSpec, lens: dict[str, Any], steer: dict[str, Any],
                  where: str) -> None:
     """A condition's method and its sections, checked at load: only tune conditions have a mixture or train
