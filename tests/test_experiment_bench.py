@@ -131,6 +131,8 @@ def test_study_c_lens_runs_end_to_end_and_each_method_does_its_own_stages(tmp_pa
     assert stages["lens"] == {"probe", "lens", "generate:eval", "evaluate", "bench"}
     assert stages["xsft"] == {"mixture", "train", "generate:eval", "evaluate", "bench"}
     assert not (folder / "base" / "mixture.jsonl").exists() and (folder / "lens" / "lens" / "final").is_dir()
+    probes = [(folder / name / "probe" / "subspace.safetensors").read_bytes() for name in ("lens", "steer")]
+    assert probes[0] == probes[1]  # probed once (lens), copied for steer
     steered = json.loads((folder / "steer" / "generations" / "eval.jsonl").read_text().splitlines()[0])
     assert steered["model"]["steering"]["coefficient"] == 1.0
 
@@ -156,6 +158,8 @@ def test_study_c_lens_runs_end_to_end_and_each_method_does_its_own_stages(tmp_pa
     assert compute["base"]["model_seconds"] == 0.0 and "train_tokens" not in compute["base"]
     for cond in ("steer", "lens", "xsft"):
         assert compute[cond]["model_seconds"] > 0
+    assert compute["steer"]["probe_copied_from"] == "lens" and "probe_copied_from" not in compute["lens"]
+    assert compute["steer"]["model_seconds"] == pytest.approx(compute["lens"]["stages"]["probe"], abs=1e-3)
     assert compute["lens"]["train_tokens"] == tokens["lens"] and set(compute["lens"]["stages"]) == stages["lens"]
     assert meta["condition_info"]["base"]["mixture"] == "the base model, untuned"
     report = (run_dir / "report.html").read_text()

@@ -8,7 +8,9 @@
 | steer | probe | the experiment's model, steered along the probed subspace (`steer`) |
 
 The probe stage runs `babeltune lens probe` on the base model into `CONDITION/probe/` (the experiment's
-`probe` keys over: model = the experiment's, data = [data.train], languages = the experiment's, seed);
+`probe` keys over: model = the experiment's, data = [data.train], languages = the experiment's, seed),
+or copies another condition's finished probe of the same inputs (its seconds still count as the
+condition's compute, `probe_copied_from` in the meta says where it came from);
 the lens stage runs `babeltune lens train` into `CONDITION/lens/` (the experiment's `lens` keys, then the
 condition's, over: model, subspace = that probe, data = data.train, seed). Keys the runner sets are
 refused. Each condition's compute (stage seconds; tokens and FLOPs of the training steps where
@@ -132,16 +134,21 @@ def compute_summary(condition_dir: Path) -> dict[str, Any]:
     from babeltune.experiments.stages import StageLog
     from babeltune.train.metrics import read_log
 
-    stages = {name: round(record.seconds, 3) for name, record in StageLog(condition_dir).records.items()}
+    records = StageLog(condition_dir).records
+    stages = {name: round(record.seconds, 3) for name, record in records.items()}
+    cost = {name: record.info.get("probe_seconds", record.seconds) if name == "probe" else record.seconds
+            for name, record in records.items()}  # a copied probe counts what probing took
     out: dict[str, Any] = {"stages": stages,
-                           "model_seconds": round(sum(s for n, s in stages.items() if n in MODEL_STAGES), 3)}
+                           "model_seconds": round(sum(s for n, s in cost.items() if n in MODEL_STAGES), 3)}
+    if "probe" in records and "copied_from" in records["probe"].info:
+        out["probe_copied_from"] = records["probe"].info["copied_from"]
     for folder in ("train", "lens"):
         log_path = condition_dir / folder / "log.jsonl"
         if log_path.exists():
-            records = read_log(log_path)
-            out["train_tokens"] = sum(int(r.get("tokens", 0)) for r in records)
-            if records and all("flops" in r for r in records):
-                out["train_flops"] = float(sum(float(r["flops"]) for r in records))
+            steps = read_log(log_path)
+            out["train_tokens"] = sum(int(r.get("tokens", 0)) for r in steps)
+            if steps and all("flops" in r for r in steps):
+                out["train_flops"] = float(sum(float(r["flops"]) for r in steps))
     return out
 
 

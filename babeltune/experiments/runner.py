@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -234,7 +235,7 @@ class ExperimentRunner:
             return fingerprint("base", cfg.model), None
         fp_probe = fingerprint("probe", to_dict(probe_config(cfg)), self.data_fingerprints[cfg.data.train])
         self._stage(logbook, f"{cond.name}:probe", "probe", fp_probe, [paths.probe],
-                    lambda: self.pipeline.probe(cfg, paths.probe))
+                    lambda: self._probe(cond, paths, fp_probe))
         if cond.method == "lens":
             fp_lens = fingerprint("lens", fp_probe, cond.lens, cfg.model, cfg.seed, cfg.data.train)
             state["train"] = self._stage(logbook, f"{cond.name}:lens", "lens", fp_lens, [paths.lens / "final"],
@@ -242,6 +243,21 @@ class ExperimentRunner:
             return fp_lens, None
         steer = steer_config(cond.steer, paths.probe, f"condition {cond.name}")
         return fingerprint("steer", fp_probe, cond.steer, cfg.model), steer
+
+    def _probe(self, cond: Condition, paths: ConditionPaths, fp_probe: str) -> dict[str, Any]:
+        """The probe stage: a copy of another condition's finished probe of the same inputs (lens and steer
+        conditions probe the same base model), else a fresh one. The copy's record keeps the seconds the
+        probe took (`probe_seconds`), which the condition's compute counts."""
+        for other in self.conditions:
+            source = ConditionPaths.of(self.run_dir, other.name)
+            done = StageLog(source.root).done("probe", fp_probe) if other.name != cond.name else None
+            if done is not None and source.probe.is_dir():
+                if paths.probe.exists():
+                    move_aside(paths.probe, "a probe of other inputs")
+                shutil.copytree(source.probe, paths.probe)
+                return {**done.info, "copied_from": other.name,
+                        "probe_seconds": done.info.get("probe_seconds", done.seconds)}
+        return self.pipeline.probe(self.config, paths.probe)
 
     def _run_condition(self, cond: Condition) -> dict[str, Any]:
         cfg = self.config
