@@ -197,15 +197,20 @@ def test_every_shipped_experiment_loads_expands_and_builds_its_stage_configs() -
     from babeltune.experiments.config import load_experiment
     from babeltune.experiments.training import train_config
 
+    from babeltune.data import build_mixture, load_records
+
     names = shipped_experiments()
     assert {"demo", "demo-quick", "study-a-monolingual", "study-a-pinch", "study-a-seen-unseen",
-            "study-a-num-languages", "study-b-lr", "study-b-data-size"} <= set(names)
+            "study-a-num-languages", "study-b-lr", "study-b-data-size", "study-a-cpu", "study-c-lens"} <= set(names)
+    bundled = load_records("bundled:train").records
     sizes = {}
     for name in names:
         cfg = load_experiment(experiments_dir() / f"{name}.yaml")
         conditions = expand_conditions(cfg)
         for cond in conditions:
             train_config(cfg, cond, Path("mix.jsonl"), Path("out"))
+            if cond.method == "tune" and cfg.data.train == "bundled:train":  # the mixture can be drawn
+                assert len(build_mixture(bundled, cond.mixture).records) == cond.mixture.budget, (name, cond.name)
         sizes[name] = len(conditions)
     assert sizes["study-a-monolingual"] == 12 and sizes["study-a-pinch"] == 12
     assert sizes["study-a-num-languages"] == 18 and sizes["demo"] == 3
