@@ -193,11 +193,10 @@ def test_missing_reference_is_listed_not_scored(tmp_path: Path) -> None:
 
 
 def test_every_shipped_experiment_loads_expands_and_builds_its_stage_configs() -> None:
+    from babeltune.data import build_mixture, load_records
     from babeltune.experiments.cli import experiments_dir, shipped_experiments
     from babeltune.experiments.config import load_experiment
     from babeltune.experiments.training import train_config
-
-    from babeltune.data import build_mixture, load_records
 
     names = shipped_experiments()
     assert {"demo", "demo-quick", "study-a-monolingual", "study-a-pinch", "study-a-seen-unseen",

@@ -239,3 +239,16 @@ def test_startup_check_catches_a_head_the_fused_loss_cannot_reproduce(tiny_tok: 
     with torch.no_grad():  # the fallback reproduces the model's own loss, whatever its head does
         assert NaiveLMLoss(tiny_lm)(**batch.inputs).item() == pytest.approx(_naive_sum(tiny_lm, examples[:3]).item(),
                                                                            rel=1e-5)
+
+
+def test_auto_precision_on_cpu_is_bf16_only_with_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    import babeltune.hardware
+    from babeltune.train.routine import resolve_precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(babeltune.hardware, "cpu_has_fast_bf16", lambda: False)
+    assert resolve_precision("auto", cpu) is None  # emulated bf16 (AVX-512 only): slower than float32
+    assert resolve_precision("bf16", cpu) is torch.bfloat16 and resolve_precision("fp32", cpu) is None
+    monkeypatch.setattr(babeltune.hardware, "cpu_has_fast_bf16", lambda: True)
+    assert resolve_precision("auto", cpu) is torch.bfloat16

@@ -34,16 +34,6 @@ from babeltune.models.anatomy import decoder_of, lm_head
 _ERROR_SCALE = 2.0 ** -8 + 2.0 ** -9 + 2.0 ** -12
 
 
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX); read from /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            flags = fh.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def split_head(model: Any) -> tuple[Any, torch.nn.Linear] | None:
     """(decoder, lm_head) of a causal LM whose head can be replaced, or None. A head with hooks is not
     replaced: the hooks would be bypassed."""

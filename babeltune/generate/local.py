@@ -69,7 +69,8 @@ class LocalBackend:
     def greedy_head(self) -> Any:
         """The exact bfloat16 greedy head (see `babeltune.generate.fasthead`), or None when off or not
         applicable: 'auto' uses it for float32 models on a CPU with native bfloat16 (AVX512-BF16/AMX)."""
-        from babeltune.generate.fasthead import Bf16GreedyHead, cpu_has_fast_bf16, split_head
+        from babeltune.generate.fasthead import Bf16GreedyHead, split_head
+        from babeltune.hardware import cpu_has_fast_bf16
 
         if self.bf16_head == "off":
             return None

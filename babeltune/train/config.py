@@ -121,7 +121,8 @@ class TrainConfig:
     """Clip the global gradient norm to this (None: no clipping; the norm is logged either way)."""
     precision: Precision = "auto"
     """bf16: bf16 autocast, fp32 master weights (frozen LoRA base weights stored in bf16 once).
-    fp32: everything in float32. auto: bf16 where the device supports it."""
+    fp32: everything in float32. auto: bf16 on GPUs that support it and on CPUs with native bfloat16
+    arithmetic (AVX512-BF16 or AMX), else fp32."""
     seed: int = 0
     """Seed for LoRA initialisation, dropout and the data order."""
     compile: bool = False
