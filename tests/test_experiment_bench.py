@@ -210,4 +210,4 @@ def test_list_names_each_conditions_method(capsys: pytest.CaptureFixture[str]) -
     assert main(["run", "study-c-lens", "--list"]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
     assert "method base" in lines["base"] and "method steer" in lines["steer"] and "method lens" in lines["lens"]
-    assert "uniform" in lines["xsft"] and "budget=1600" in lines["xsft"]
+    assert "uniform" in lines["xsft"] and "budget=160" in lines["xsft"]
