@@ -232,3 +232,31 @@ def test_adapter_folder_as_model_and_chat_template(tiny: tuple[Any, Any], tasks_
     assert any(premise in context for items in ITEMS.values() for premise, *_ in items)
     assert templated.identity["settings"]["chat_template"] is True and templated.identity["chat_template"] == "gemma"
     assert tok.chat_template is None  # restored afterwards
+
+
+def test_babeltune_bench_command_equals_lm_eval_command(tiny: tuple[Any, Any], tasks_dir: Path,
+                                                         tmp_path: Path) -> None:
+    """`babeltune bench` and lm-eval's own command line (`python -m lm_eval run --model hf`), offline, on
+    the same model folder and local task: the same figure for every task and metric."""
+    import csv
+    import os
+    import subprocess
+
+    from babeltune.cli import main
+
+    model, tok = tiny
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    subprocess.run([sys.executable, "-m", "lm_eval", "run", "--model", "hf", "--model_args",
+                    f"pretrained={tmp_path / 'm'},dtype=float32", "--tasks", "toycopa", "--include_path",
+                    str(tasks_dir), "--device", "cpu", "--batch_size", "4", "--output_path", str(tmp_path / "lm")],
+                   check=True, env=env, capture_output=True, timeout=600)
+    theirs = json.loads(next((tmp_path / "lm").rglob("results_*.json")).read_text())["results"]
+    assert main(["bench", "--model", str(tmp_path / "m"), "--tasks", "toycopa", "--include-path", str(tasks_dir),
+                 "--batch-size", "4", "--out", str(tmp_path / "ours")]) == 0
+    with open(tmp_path / "ours" / "results.csv", encoding="utf-8") as handle:
+        ours = list(csv.DictReader(handle))
+    assert {row["task"] for row in ours} == {"toycopa", "toycopa_en", "toycopa_es"}
+    for row in ours:
+        assert float(row["value"]) == pytest.approx(theirs[row["task"]][f"{row['metric']},{row['filter']}"])
