@@ -139,8 +139,17 @@ def test_study_c_lens_runs_end_to_end_and_each_method_does_its_own_stages(tmp_pa
     rows, meta = read_results(run_dir)
     fidelity = {(r.condition, r.lang) for r in rows if r.metric == "correct_language" and r.baseline is None}
     assert {(c, "all") for c in stages} <= fidelity and {lang for _, lang in fidelity} <= {*cfg.eval_languages, "all"}
-    bench = {(r.condition, r.lang, r.metric): r.value for r in rows if r.metric.startswith("bench:")}
+    bench = {(r.condition, r.lang, r.metric): r.value for r in rows if r.metric.startswith("bench:") and not r.baseline}
     assert ("xsft", "en", "bench:toycopa_en:acc") in bench  # English retention
+    diffs = {(r.condition, r.lang, r.metric): r for r in rows if r.metric.startswith("bench:") and r.baseline}
+    for cond in ("steer", "lens", "xsft"):  # paired over the same documents: the difference of the accuracies
+        for lang in ("en", "es"):
+            metric = f"bench:toycopa_{lang}:acc"
+            diff, level = diffs[(cond, lang, metric)], bench[(cond, lang, metric)] - bench[("base", lang, metric)]
+            assert diff.baseline == "base" and diff.value == pytest.approx(level)
+            assert diff.low <= diff.value <= diff.high and diff.high > diff.low
+    assert not any(metric == "bench:toycopa:acc" for _, _, metric in diffs)  # a group has no per-item samples
+    assert "Second line: the condition minus base" in (run_dir / "report.html").read_text()
     settings = {"tasks": ["toycopa"], "include_path": str(tasks_dir), "batch_size": 8}
     base = run_bench(BenchConfig(model=str(model_dir), **settings))
     steer = SteerConfig(subspace=str(folder / "steer" / "probe"), coefficient=1.0, layers=[-1])

@@ -55,6 +55,27 @@ def bench_rows(condition: str, folder: Path) -> list[ResultRow]:
                       row["value"], row["low"], row["high"], int(row["n"])) for row in data["rows"]]
 
 
+def bench_items(folder: Path) -> dict[tuple[str, str | None], dict[str, tuple[str, str, float]]]:
+    """Per-item values of every numeric lm-eval metric in a bench stage's samples.jsonl, keyed like the
+    results' other per-prompt metrics ((`bench:TASK:METRIC[@FILTER]`, None) -> item id -> (language, cluster,
+    value)), for paired differences between conditions. An item is one document of one task and its own
+    cluster: lm-eval tasks in different languages are not assumed parallel. Groups have no per-item
+    samples (lm-eval logs the tasks in them), so their differences are left out."""
+    from babeltune.data.jsonl import iter_jsonl
+
+    path = folder / "samples.jsonl"
+    out: dict[tuple[str, str | None], dict[str, tuple[str, str, float]]] = {}
+    if not path.exists():
+        return out
+    for _, sample in iter_jsonl(path):
+        item = f"{sample['task']}:{sample['doc_id']}"
+        for metric, value in (sample.get("metrics") or {}).items():
+            if isinstance(value, (int, float)):  # per-item corpus metrics (e.g. BLEU's pairs) have no mean
+                name = bench_metric(sample["task"], metric, sample.get("filter") or "none")
+                out.setdefault((name, None), {})[item] = (sample["language"], item, float(value))
+    return out
+
+
 def bench_meta(folder: Path) -> dict[str, Any]:
     """What the run's meta records of a condition's bench stage: lm-eval's version, the model's identity
     (fingerprint, steering) and each task's version and hashes."""

@@ -113,9 +113,11 @@ def choose_baseline(conditions: Sequence[str], configured: str | None = None) ->
 
 def condition_items(condition_dir: Path) -> dict[tuple[str, str | None], ItemValues]:
     """Per-prompt values of every per-prompt metric of one condition, read from what its stages wrote:
-    `eval/SPLIT/responses.jsonl` (evaluation), `judge/KIND.jsonl` (SxS judgements) and
-    `judge/rubric.jsonl`. Keys: (result metric name, judge kind for SxS else None)."""
+    `eval/SPLIT/responses.jsonl` (evaluation), `judge/KIND.jsonl` (SxS judgements), `judge/rubric.jsonl`
+    and `bench/samples.jsonl` (lm-eval's per-item figures). Keys: (result metric name, judge kind for SxS
+    else None)."""
     from babeltune.evaluate.metrics import ScoredResponse, item_values
+    from babeltune.experiments.bench import bench_items
     from babeltune.experiments.evaluation import result_metric
 
     out: dict[tuple[str, str | None], ItemValues] = {}
@@ -143,6 +145,7 @@ def condition_items(condition_dir: Path) -> dict[tuple[str, str | None], ItemVal
                     out.setdefault((f"rubric:{criterion}", None), {})[j["id"]] = (j["lang"], j["pid"], float(score))
             elif j.get("outcome") in SXS_VALUE:
                 out.setdefault(("sxs", path.stem), {})[j["id"]] = (j["lang"], j["pid"], SXS_VALUE[j["outcome"]])
+    out.update(bench_items(condition_dir / "bench"))
     return out
 
 
@@ -181,7 +184,7 @@ def difference_rows(rows: Sequence[ResultRow], run_dir: str | Path, conditions: 
             if not ref:
                 continue
             langs = sorted({lang for lang, _, _ in values.values()})
-            for lang in [*langs, "all"]:
+            for lang in dict.fromkeys([*langs, "all"]):  # items of no one language are "all" already
                 a = {i: v for i, (l_, _, v) in values.items() if lang in ("all", l_)}
                 b = {i: v for i, (l_, _, v) in ref.items() if lang in ("all", l_)}
                 clusters = {i: pid for i, (_, pid, _) in values.items()}

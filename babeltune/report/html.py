@@ -283,11 +283,15 @@ def _bench_section(rows: list[ResultRow], conditions: list[str], meta: dict[str,
     """lm-evaluation-harness figures (the bench stage): one line per task, language and metric, one column
     per condition; nothing when the run had no bench stage."""
     from babeltune.experiments.bench import split_bench_metric
+    from babeltune.experiments.results import format_difference
 
     cells: dict[tuple[str, str, str], dict[str, ResultRow]] = {}
+    diffs: dict[tuple[str, str, str, str], ResultRow] = {}
     for r in rows:
         parsed = split_bench_metric(r.metric)
-        if parsed is not None and not r.is_difference:
+        if parsed is not None and r.is_difference:
+            diffs[(parsed[0], r.lang, parsed[1], r.condition)] = r
+        elif parsed is not None:
             cells.setdefault((parsed[0], r.lang, parsed[1]), {})[r.condition] = r
     if not cells:
         return ""
@@ -298,9 +302,17 @@ def _bench_section(rows: list[ResultRow], conditions: list[str], meta: dict[str,
            *(f"<th>{_e(c)}</th>" for c in conditions), "</tr>"]
     for (task, lang, metric), by_cond in sorted(cells.items()):
         out.append(f"<tr><td>{_e(task)}</td><td>{_e(lang)}</td><td>{_e(metric)}</td>")
-        out.extend(f"<td class='num'>{_with_ci(by_cond.get(c), 100.0)}</td>" for c in conditions)
+        for c in conditions:
+            diff = diffs.get((task, lang, metric, c))
+            shown = "" if diff is None else f"<br>{'<b>' if diff.excludes_zero() else ''}" + _e(
+                format_difference(diff, 100.0)) + f"{'</b>' if diff.excludes_zero() else ''}"
+            out.append(f"<td class='num'>{_with_ci(by_cond.get(c), 100.0)}{shown}</td>")
         out.append("</tr>")
-    out.append("</table>")
+    baseline = next(iter(diffs.values())).baseline if diffs else None
+    out.append("</table>" + ("" if baseline is None else
+                             f"<p class='note'>Second line: the condition minus {_e(baseline)} over the documents "
+                             "both answered (points), paired bootstrap 95% CI; <b>*</b> and bold: the CI excludes 0. "
+                             "Groups have no per-document samples, so no difference.</p>"))
     return "".join(out)
 
 
