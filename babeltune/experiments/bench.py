@@ -17,6 +17,7 @@ from typing import Any
 
 from babeltune.bench.config import BenchConfig
 from babeltune.config import ConfigError
+from babeltune.experiments.results import ItemValues
 from babeltune.tidy import ResultRow
 
 BENCH_PREFIX = "bench:"
@@ -55,7 +56,7 @@ def bench_rows(condition: str, folder: Path) -> list[ResultRow]:
                       row["value"], row["low"], row["high"], int(row["n"])) for row in data["rows"]]
 
 
-def bench_items(folder: Path) -> dict[tuple[str, str | None], dict[str, tuple[str, str, float]]]:
+def bench_items(folder: Path) -> dict[tuple[str, str | None], ItemValues]:
     """Per-item values of every numeric lm-eval metric in a bench stage's samples.jsonl, keyed like the
     results' other per-prompt metrics ((`bench:TASK:METRIC[@FILTER]`, None) -> item id -> (language, cluster,
     value)), for paired differences between conditions. An item is one document of one task and its own
@@ -64,7 +65,7 @@ def bench_items(folder: Path) -> dict[tuple[str, str | None], dict[str, tuple[st
     from babeltune.data.jsonl import iter_jsonl
 
     path = folder / "samples.jsonl"
-    out: dict[tuple[str, str | None], dict[str, tuple[str, str, float]]] = {}
+    out: dict[tuple[str, str | None], ItemValues] = {}
     if not path.exists():
         return out
     for _, sample in iter_jsonl(path):

@@ -33,7 +33,7 @@ th, td { border: 1px solid #ddd; padding: 0.3em 0.6em; vertical-align: top; text
 th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 1em 0; } figure img { max-width: 100%; } figcaption { font-size: 0.85em; color: #555; }
 .note { color: #555; font-size: 0.9em; } .samples td { max-width: 22em; white-space: pre-wrap; }
-.missing { color: #a00; } td.excludes-zero { font-weight: bold; }
+.missing { color: #a00; } .excludes-zero { font-weight: bold; }
 """
 
 CHECK_SCRIPT = """
@@ -304,8 +304,8 @@ def _bench_section(rows: list[ResultRow], conditions: list[str], meta: dict[str,
         out.append(f"<tr><td>{_e(task)}</td><td>{_e(lang)}</td><td>{_e(metric)}</td>")
         for c in conditions:
             diff = diffs.get((task, lang, metric, c))
-            shown = "" if diff is None else f"<br>{'<b>' if diff.excludes_zero() else ''}" + _e(
-                format_difference(diff, 100.0)) + f"{'</b>' if diff.excludes_zero() else ''}"
+            mark = " class='excludes-zero'" if diff is not None and diff.excludes_zero() else ""
+            shown = "" if diff is None else f"<br><span{mark}>{_e(format_difference(diff, 100.0))}</span>"
             out.append(f"<td class='num'>{_with_ci(by_cond.get(c), 100.0)}{shown}</td>")
         out.append("</tr>")
     baseline = next(iter(diffs.values())).baseline if diffs else None
